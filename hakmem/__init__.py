@@ -1,0 +1,79 @@
+"""hakmem: a tiny-object allocator for Python and Cython.
+
+Blocks up to 1 KiB come from per-thread free lists (the TLS SLL) with an L0
+magazine (TinyHeapV2) in front, refilled in batches from 64 KiB slabs; larger
+requests go to the system allocator. Cython code uses the nogil C API in
+``hakmem/front.pxd`` (``cimport hakmem`` works too); Python code uses the block API
+below, :class:`RecordPool` and the containers.
+"""
+import atexit as _atexit
+import os as _os
+
+from hakmem import config as _config
+from hakmem.config import ConfigError
+
+_CONFIG = _config.read()   # bad env values raise ConfigError here, at import
+
+from hakmem import classes as _classes  # noqa: E402  (self-checks the size table)
+from hakmem import front as _front      # noqa: E402
+from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
+                          trim, thread_flush)
+from hakmem.stats import stats, format_table as stats_table  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
+    "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
+    "trim", "thread_flush",
+]
+
+
+def _apply(cfg):
+    _front._configure(cfg["mag_classes"] if cfg["heap_v2"] else 0, cfg["mag_cap"],
+                      cfg["refill_batch"], cfg["sll_cap"])
+
+
+_apply(_CONFIG)
+
+
+def config():
+    """The effective configuration (after env switches and :func:`configure`)."""
+    return dict(_CONFIG)
+
+
+def configure(**overrides):
+    """Change cache settings at run time, e.g. ``configure(heap_v2=False)``.
+
+    Keys are those of :func:`config`. The calling thread switches at once; other
+    threads switch at their next refill; new threads start with the new values.
+    Values are checked as the env switches are (ConfigError on a bad one).
+    """
+    env = {}
+    by_key = {sw.key: sw for sw in _config.SWITCHES}
+    for k, v in overrides.items():
+        if k not in by_key:
+            raise ConfigError(f"unknown setting {k!r}; known: {', '.join(sorted(by_key))}")
+        env[by_key[k].env] = str(int(v)) if isinstance(v, bool) else str(v)
+    new = dict(_CONFIG)
+    for sw in _config.SWITCHES:
+        if sw.env in env:
+            new[sw.key] = sw.parse(sw.env, env[sw.env])
+    _CONFIG.update(new)
+    _apply(_CONFIG)
+    return config()
+
+
+def build_info():
+    """How this copy was built: ``debug`` (HAKMEM_DEBUG=1 build), canary bytes, classes."""
+    return {"debug": _classes.DEBUG, "canary": _classes.CANARY,
+            "block_sizes": _classes.block_sizes(), "tiny_max": _classes.TINY_MAX}
+
+
+def get_include():
+    """Directory holding hakmem's ``.pxd`` files (add it to a Cython include path)."""
+    return _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+
+
+if _CONFIG["stats_at_exit"]:
+    _atexit.register(lambda: print(stats_table(), file=__import__("sys").stderr))

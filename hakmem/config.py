@@ -1,0 +1,99 @@
+"""Every environment switch of hakmem, with its default, in one table.
+
+The table is read once when :mod:`hakmem` is imported (``read()``); a bad value
+raises :class:`ConfigError` at import instead of being ignored. ``docs/config.md``
+documents the same table for users.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional
+
+__all__ = ["ConfigError", "Switch", "SWITCHES", "read", "describe"]
+
+
+class ConfigError(ValueError):
+    """An environment switch has a value hakmem cannot use."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _int_parser(lo: int, hi: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        v = raw.strip().lower()
+        mult = 1
+        # size suffixes, as mimalloc accepts them
+        for suf, m in (("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)):
+            if v.endswith(suf):
+                v, mult = v[:-1], m
+                break
+        try:
+            n = int(v, 10) * mult
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: not an integer") from None
+        if not lo <= n <= hi:
+            raise ConfigError(f"{name}={raw!r}: must be between {lo} and {hi}")
+        return n
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One environment switch: its env name, key in ``config()``, default and meaning."""
+
+    env: str
+    key: str
+    default: Any
+    parse: Callable[[str, str], Any]
+    doc: str
+
+
+# Defaults chosen by measurement; see docs/config.md for the figures.
+SWITCHES = (
+    Switch("HAKMEM_TINY_HEAP_V2", "heap_v2", True, _parse_bool,
+           "TinyHeapV2 L0 magazine in front of the TLS free list (on/off)."),
+    Switch("HAKMEM_TINY_MAG_CAP", "mag_cap", 16, _int_parser(1, 64),
+           "Slots per magazine (per thread, per covered class)."),
+    Switch("HAKMEM_TINY_MAG_CLASSES", "mag_classes", 4, _int_parser(0, 8),
+           "How many classes, from C0 up, the magazine covers (4 = C0..C3 = 16..64 bytes)."),
+    Switch("HAKMEM_TINY_REFILL_BATCH", "refill_batch", 64, _int_parser(1, 1024),
+           "Most blocks moved from a slab to a thread's free list in one refill."),
+    Switch("HAKMEM_TINY_SLL_CAP", "sll_cap", 512, _int_parser(16, 1 << 20),
+           "Most blocks a thread keeps per class before it returns half to their slabs."),
+    Switch("HAKMEM_STATS", "stats_at_exit", False, _parse_bool,
+           "Print the stats table to stderr at interpreter exit."),
+)
+
+
+def read(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Parse every switch from ``environ`` (default ``os.environ``) into a dict.
+
+    Raises :class:`ConfigError` naming the switch on the first bad value.
+    """
+    env = os.environ if environ is None else environ
+    out: Dict[str, Any] = {}
+    for sw in SWITCHES:
+        raw = env.get(sw.env)
+        out[sw.key] = sw.default if raw is None else sw.parse(sw.env, raw)
+    return out
+
+
+def describe() -> str:
+    """A Markdown table of the switches (used to keep docs/config.md honest)."""
+    rows = ["| variable | key | default | meaning |", "|---|---|---|---|"]
+    for sw in SWITCHES:
+        rows.append(f"| `{sw.env}` | `{sw.key}` | `{sw.default}` | {sw.doc} |")
+    return "\n".join(rows)

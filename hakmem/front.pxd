@@ -1,0 +1,71 @@
+# hakmem.front — the public nogil C API (cimport contract) and the per-thread caches.
+#
+#   from hakmem.front cimport hak_malloc, hak_free      (or: cimport hakmem)
+#
+# Every function is `noexcept nogil` and thread-safe. Memory from hak_malloc must be
+# released with hak_free / hak_free_checked / hak_realloc of this module, from any
+# thread. Tiny requests (<= 1024 bytes) are served by hakmem; larger ones by the
+# system malloc, tracked so that hak_free tells them apart.
+#
+# Per-thread cache (hak_tcache_t), fast path first:
+#   mag[c]   TinyHeapV2 L0 magazine: LIFO array of mag_cap slots for c < mag_classes;
+#            alloc pops it first, free pushes it while it has room.
+#   sll[c]   TLS singly-linked free list; refilled in batches from owned slabs,
+#            half returned to the slabs when it grows past sll_cap[c].
+# Invariant: every block in mag[] / sll[] belongs to a slab this cache owns.
+from libc.stdint cimport uint64_t, uint32_t
+from hakmem.slab cimport hak_slab_t
+
+cdef enum:
+    HAK_MAG_MAX_CLASSES = 8     # compile-time room; HAKMEM_TINY_MAG_CLASSES picks how many
+    HAK_MAG_MAX_CAP = 64        # compile-time room; HAKMEM_TINY_MAG_CAP picks how many
+    HAK_MAX_CLASSES = 20        # == HAK_NCLASSES
+
+# Error codes of hak_free_checked (0 = freed).
+cdef enum:
+    HAK_OK = 0
+    HAK_EFOREIGN = -1           # not a pointer hakmem handed out (or already unmapped)
+    HAK_EDOUBLE = -2            # the block is already free
+    HAK_EINTERIOR = -3          # points inside a hakmem block, not at its start
+
+cdef struct hak_class_stats_t:
+    uint64_t mag_hit            # allocs served by the magazine
+    uint64_t mag_miss           # allocs of a covered class that found it empty
+    uint64_t sll_pop            # allocs served by the TLS free list
+    uint64_t free_mag           # frees pushed into the magazine (supply hook)
+    uint64_t free_sll           # frees pushed onto the TLS free list
+    uint64_t free_remote        # frees of another thread's block
+    uint64_t refills            # batch refills from slabs
+    uint64_t flushes            # half-list returns to slabs
+
+cdef struct hak_tcache_t:
+    uint32_t mag_classes        # 0 when the magazine is off
+    uint32_t mag_cap
+    uint32_t mag_top[HAK_MAG_MAX_CLASSES]
+    void* sll[HAK_MAX_CLASSES]
+    uint32_t sll_n[HAK_MAX_CLASSES]
+    uint32_t sll_cap[HAK_MAX_CLASSES]
+    uint32_t batch[HAK_MAX_CLASSES]
+    void* mag[HAK_MAG_MAX_CLASSES * HAK_MAG_MAX_CAP]
+    hak_slab_t* slabs[HAK_MAX_CLASSES]   # owned slabs per class
+    hak_slab_t* cur[HAK_MAX_CLASSES]     # where refills look first
+    hak_class_stats_t st[HAK_MAX_CLASSES]
+    uint32_t epoch              # config generation this cache was set up for
+    hak_tcache_t* gnext         # all live caches (for stats, fork)
+    hak_tcache_t* gprev
+
+# ---- the cimport API -------------------------------------------------------
+cdef void* hak_malloc(size_t size) noexcept nogil            # NULL on out-of-memory
+cdef void* hak_calloc(size_t n, size_t size) noexcept nogil  # zeroed; NULL on overflow/OOM
+cdef void* hak_realloc(void* p, size_t size) noexcept nogil  # like realloc(3)
+cdef void hak_free(void* p) noexcept nogil                   # NULL is a no-op
+cdef size_t hak_usable_size(void* p) noexcept nogil          # 0 for NULL / unknown
+cdef int hak_free_checked(void* p) noexcept nogil            # HAK_OK or a HAK_E* code
+cdef int hak_check_live(void* p) noexcept nogil              # HAK_OK if p is a live block
+cdef void hak_thread_flush() noexcept nogil                  # return this thread's cached blocks
+cdef size_t hak_trim() noexcept nogil                        # flush + give pages to the OS
+
+# ---- for hakmem's own layers (stats, pool, bench) --------------------------
+cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil   # HAK_MAX_CLASSES rows
+cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
+                        uint32_t sll_cap) noexcept nogil

@@ -1,0 +1,707 @@
+"""hakmem.front — thread caches and the nogil fast paths (hak_malloc / hak_free ...).
+
+Alloc:  magazine pop (C0..C{mag_classes-1}) -> TLS SLL pop -> refill a batch from slabs.
+Free:   registry says tiny? -> owner is this thread? -> magazine push if room (the
+        TinyHeapV2 supply hook) else SLL push -> past sll_cap return half to slabs.
+        Not the owner -> push onto the slab's atomic remote list (hakmem.remote).
+        Not tiny -> hakmem.large.
+The fast paths do plain loads and stores only: no locks, no atomics, no syscalls.
+"""
+from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint8_t
+from libc.stdlib cimport calloc as sys_calloc, free as sys_free, abort
+from libc.string cimport memset, memcpy
+from libc.stdio cimport fprintf, stderr
+
+from hakmem.classes cimport (HAK_NCLASSES, HAK_TINY_MAX, HAK_DEBUG, HAK_CANARY,
+                             hak_size_class, hak_block_size, hak_stride,
+                             hak_likely, hak_unlikely)
+from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_in,
+                          hak_slab_list_push, hak_slab_list_remove, hak_registry,
+                          hak_slab_acquire, hak_slab_release, hak_slab_abandon,
+                          hak_slab_drain_remote, hak_slab_take, hak_slab_has_free,
+                          hak_slab_trim, hak_slab_fork_prepare, hak_slab_fork_parent,
+                          hak_slab_fork_child, HAK_FREE_TAG, HAK_SLAB_SHIFT,
+                          HAK_SLAB_POOLED, HAK_REGION_SIZE)
+from hakmem.remote cimport hak_remote_push, hak_atomic_add_u64, hak_atomic_load_u64
+from hakmem.large cimport (hak_large_alloc, hak_large_free, hak_large_usable,
+                           hak_large_realloc, hak_large_fork_prepare,
+                           hak_large_fork_parent, hak_large_fork_child)
+
+cdef extern from *:
+    """
+    /* One initial-exec TLS pointer: a plain %fs-relative load, no __tls_get_addr. */
+    static __thread void* hak_tls_tc __attribute__((tls_model("initial-exec")));
+    #define hak_tls_get() (hak_tls_tc)
+    #define hak_tls_set(p) (hak_tls_tc = (p))
+    #define HAK_NOINLINE __attribute__((noinline))
+
+    /* Debug builds: poison freed blocks, check canaries and poison, abort loudly. */
+    #include <stdio.h>
+    #include <stdlib.h>
+    #include <string.h>
+    #define HAK_POISON 0xDD
+    #define HAK_CANARY_BYTE 0xCA
+    static void hak_die(const char* what, void* p, unsigned cls) {
+        fprintf(stderr, "hakmem: %s: block %p (class %u, %u bytes)\\n", what, p, cls,
+                cls < 20 ? hak_block_size(cls) : 0u);
+        fflush(stderr);
+        abort();
+    }
+    static void hak_debug_on_free(void* p, unsigned cls) {
+    #if HAK_DEBUG
+        unsigned size = hak_block_size(cls);
+        const unsigned char* cz = (const unsigned char*)p + size;
+        for (int i = 0; i < HAK_CANARY; i++)
+            if (cz[i] != HAK_CANARY_BYTE) hak_die("buffer overflow (canary overwritten)", p, cls);
+        memset((char*)p + 16, HAK_POISON, size - 16);
+    #else
+        (void)p; (void)cls;
+    #endif
+    }
+    static void hak_debug_on_alloc(void* p, unsigned cls) {
+    #if HAK_DEBUG
+        unsigned size = hak_block_size(cls);
+        const unsigned char* b = (const unsigned char*)p;
+        for (unsigned i = 16; i < size; i++)
+            if (b[i] != HAK_POISON) hak_die("write after free (poison overwritten)", p, cls);
+    #else
+        (void)p; (void)cls;
+    #endif
+    }
+    """
+    void* hak_tls_get() nogil
+    void hak_tls_set(void* p) nogil
+    void hak_die(const char* what, void* p, unsigned cls) nogil
+    void hak_debug_on_free(void* p, unsigned cls) nogil
+    void hak_debug_on_alloc(void* p, unsigned cls) nogil
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef unsigned int pthread_key_t
+    int pthread_mutex_init(pthread_mutex_t*, void*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
+    int pthread_key_create(pthread_key_t*, void (*)(void*) noexcept nogil)
+    int pthread_setspecific(pthread_key_t, const void*)
+    int pthread_atfork(void (*)() noexcept nogil, void (*)() noexcept nogil,
+                       void (*)() noexcept nogil)
+
+# ---- globals ---------------------------------------------------------------
+cdef uint8_t** g_l1 = hak_registry()      # copied once: the fast path reads it
+cdef pthread_mutex_t g_tc_lock             # guards the cache list and retired stats
+cdef hak_tcache_t* g_caches = NULL
+cdef hak_class_stats_t g_retired[HAK_MAX_CLASSES]   # counters of exited threads
+cdef uint64_t g_orphan_free[HAK_MAX_CLASSES]        # frees by threads with no cache
+cdef pthread_key_t g_key
+# Effective configuration for caches (set from hakmem.config at import).
+cdef uint32_t g_mag_classes = 4
+cdef uint32_t g_mag_cap = 16
+cdef uint32_t g_batch = 64
+cdef uint32_t g_sll_cap = 512
+cdef uint32_t g_epoch = 1
+memset(g_retired, 0, sizeof(g_retired))
+memset(g_orphan_free, 0, sizeof(g_orphan_free))
+pthread_mutex_init(&g_tc_lock, NULL)
+
+
+cdef inline void _set_tag(void* p) noexcept nogil:
+    (<uint64_t*>p)[1] = HAK_FREE_TAG ^ <uintptr_t>p
+
+cdef inline bint _has_tag(void* p) noexcept nogil:
+    return (<uint64_t*>p)[1] == (HAK_FREE_TAG ^ <uintptr_t>p)
+
+
+# ---- thread caches -----------------------------------------------------------
+cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
+    """Copy the global configuration into a cache (magazine must be empty)."""
+    cdef uint32_t c, size, b, cap
+    tc.mag_classes = g_mag_classes
+    tc.mag_cap = g_mag_cap
+    tc.epoch = g_epoch
+    for c in range(HAK_NCLASSES):
+        size = hak_block_size(c)
+        b = 8192 // size        # a refill moves about 8 KiB
+        if b < 4:
+            b = 4
+        if b > g_batch:
+            b = g_batch
+        tc.batch[c] = b
+        cap = 65536 // size     # a thread keeps at most ~64 KiB per class
+        if cap > g_sll_cap:
+            cap = g_sll_cap
+        if cap < 2 * b:
+            cap = 2 * b
+        tc.sll_cap[c] = cap
+
+
+cdef hak_tcache_t* _tc_create() noexcept nogil:
+    global g_caches
+    cdef hak_tcache_t* tc = <hak_tcache_t*>sys_calloc(1, sizeof(hak_tcache_t))
+    if tc == NULL:
+        return NULL
+    _tc_apply(tc)
+    pthread_mutex_lock(&g_tc_lock)
+    tc.gnext = g_caches
+    if g_caches != NULL:
+        g_caches.gprev = tc
+    g_caches = tc
+    pthread_mutex_unlock(&g_tc_lock)
+    hak_tls_set(tc)
+    pthread_setspecific(g_key, tc)   # so the destructor runs at thread exit
+    return tc
+
+
+cdef void _mag_drain(hak_tcache_t* tc) noexcept nogil:
+    """Move every magazine block onto its class's SLL."""
+    cdef uint32_t c, i
+    cdef void* p
+    for c in range(tc.mag_classes):
+        for i in range(tc.mag_top[c]):
+            p = tc.mag[c * HAK_MAG_MAX_CAP + i]
+            (<void**>p)[0] = tc.sll[c]
+            tc.sll[c] = p
+            tc.sll_n[c] += 1
+        tc.mag_top[c] = 0
+
+
+cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
+    """Keep the `keep` hottest SLL blocks, return the rest to their slabs."""
+    cdef void* p = tc.sll[c]
+    cdef void* rest
+    cdef void* nxt
+    cdef hak_slab_t* s
+    cdef uint32_t i
+    if keep == 0 or p == NULL:
+        rest = p
+        tc.sll[c] = NULL
+        tc.sll_n[c] = 0
+    else:
+        for i in range(keep - 1):
+            if (<void**>p)[0] == NULL:
+                break
+            p = (<void**>p)[0]
+        rest = (<void**>p)[0]
+        (<void**>p)[0] = NULL
+        tc.sll_n[c] = keep if rest != NULL else tc.sll_n[c]
+    while rest != NULL:
+        nxt = (<void**>rest)[0]
+        s = hak_slab_in(<hak_region_t*>(<uintptr_t>rest & ~(HAK_REGION_SIZE - 1)),
+                        <uintptr_t>rest)
+        (<void**>rest)[0] = s.local_free
+        s.local_free = rest
+        s.used -= 1
+        if s.used == 0 and s != tc.cur[c]:
+            hak_slab_list_remove(&tc.slabs[c], s)
+            hak_slab_release(s)
+        rest = nxt
+    tc.st[c].flushes += 1
+
+
+cdef void _tc_release_slabs(hak_tcache_t* tc, bint abandon) noexcept nogil:
+    """After a full flush: give back empty slabs; abandon the rest if exiting."""
+    cdef uint32_t c
+    cdef hak_slab_t* s
+    cdef hak_slab_t* nxt
+    for c in range(HAK_NCLASSES):
+        s = tc.slabs[c]
+        while s != NULL:
+            nxt = s.next
+            hak_slab_drain_remote(s)
+            if s.used == 0 or abandon:
+                hak_slab_list_remove(&tc.slabs[c], s)
+                if s.used == 0:
+                    hak_slab_release(s)
+                else:
+                    hak_slab_abandon(s)
+                if tc.cur[c] == s:
+                    tc.cur[c] = NULL
+            s = nxt
+
+
+cdef void _tc_unregister(hak_tcache_t* tc) noexcept nogil:
+    """Unlink a cache from the global list, folding its counters into g_retired."""
+    global g_caches
+    cdef uint32_t c
+    cdef uint64_t* src
+    cdef uint64_t* dst
+    cdef size_t k, nwords = sizeof(hak_class_stats_t) // 8
+    pthread_mutex_lock(&g_tc_lock)
+    for c in range(HAK_NCLASSES):
+        src = <uint64_t*>&tc.st[c]
+        dst = <uint64_t*>&g_retired[c]
+        for k in range(nwords):
+            dst[k] += src[k]
+    if tc.gprev != NULL:
+        tc.gprev.gnext = tc.gnext
+    else:
+        g_caches = tc.gnext
+    if tc.gnext != NULL:
+        tc.gnext.gprev = tc.gprev
+    pthread_mutex_unlock(&g_tc_lock)
+
+
+cdef void _tc_destructor(void* arg) noexcept nogil:
+    """pthread key destructor: a thread is exiting; return everything it holds."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>arg
+    cdef uint32_t c
+    _mag_drain(tc)
+    for c in range(HAK_NCLASSES):
+        _flush(tc, c, 0)
+        tc.cur[c] = NULL
+    _tc_release_slabs(tc, True)
+    _tc_unregister(tc)
+    hak_tls_set(NULL)
+    sys_free(tc)
+
+
+cdef void hak_thread_flush() noexcept nogil:
+    """Return this thread's cached blocks and empty slabs to the global pool."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    cdef uint32_t c
+    if tc == NULL:
+        return
+    _mag_drain(tc)
+    for c in range(HAK_NCLASSES):
+        tc.cur[c] = NULL
+        _flush(tc, c, 0)
+    _tc_release_slabs(tc, False)
+
+
+cdef size_t hak_trim() noexcept nogil:
+    hak_thread_flush()
+    return hak_slab_trim()
+
+
+cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
+                        uint32_t sll_cap) noexcept nogil:
+    """Set cache parameters: now for this thread, at their next refill for others."""
+    global g_mag_classes, g_mag_cap, g_batch, g_sll_cap, g_epoch
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    g_mag_classes = mag_classes if mag_classes <= HAK_MAG_MAX_CLASSES else HAK_MAG_MAX_CLASSES
+    g_mag_cap = mag_cap if mag_cap <= HAK_MAG_MAX_CAP else HAK_MAG_MAX_CAP
+    g_batch = batch if batch >= 1 else 1
+    g_sll_cap = sll_cap
+    g_epoch += 1
+    if tc != NULL:
+        _mag_drain(tc)
+        _tc_apply(tc)
+
+
+# ---- refill / slow paths -----------------------------------------------------
+cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
+    """Fill the (empty) SLL of class c with a batch; 0 when out of memory."""
+    cdef hak_slab_t* s = tc.cur[c]
+    cdef void* head = NULL
+    cdef uint32_t n = 0
+    if s != NULL:
+        n = hak_slab_take(s, tc.batch[c], &head)
+    if n == 0:
+        s = tc.slabs[c]
+        while s != NULL:
+            if s != tc.cur[c] and hak_slab_has_free(s):
+                n = hak_slab_take(s, tc.batch[c], &head)
+                if n != 0:
+                    break
+            s = s.next
+        while n == 0:
+            s = hak_slab_acquire(c, tc)
+            if s == NULL:
+                return 0
+            hak_slab_list_push(&tc.slabs[c], s)
+            n = hak_slab_take(s, tc.batch[c], &head)
+        tc.cur[c] = s
+    tc.sll[c] = head
+    tc.sll_n[c] = n
+    tc.st[c].refills += 1
+    return 1
+
+
+cdef void* _malloc_slow(size_t n) noexcept nogil:
+    cdef hak_tcache_t* tc
+    cdef uint32_t c
+    cdef void* p
+    if n > <size_t>HAK_TINY_MAX:
+        return hak_large_alloc(n, False)
+    tc = <hak_tcache_t*>hak_tls_get()
+    if tc == NULL:
+        tc = _tc_create()
+        if tc == NULL:
+            return NULL
+    elif tc.epoch != g_epoch:
+        _mag_drain(tc)
+        _tc_apply(tc)
+    c = hak_size_class(n)
+    if tc.sll[c] == NULL and not _refill(tc, c):
+        return NULL
+    p = tc.sll[c]
+    tc.sll[c] = (<void**>p)[0]
+    tc.sll_n[c] -= 1
+    tc.st[c].sll_pop += 1
+    (<uint64_t*>p)[1] = 0
+    if HAK_DEBUG:
+        hak_debug_on_alloc(p, c)
+    return p
+
+
+cdef void* hak_malloc(size_t size) noexcept nogil:
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    cdef uint32_t c, t
+    cdef void* p
+    if hak_likely(size <= <size_t>HAK_TINY_MAX and tc != NULL):
+        c = hak_size_class(size)
+        if c < tc.mag_classes:
+            t = tc.mag_top[c]
+            if hak_likely(t != 0):
+                t -= 1
+                tc.mag_top[c] = t
+                p = tc.mag[c * HAK_MAG_MAX_CAP + t]
+                tc.st[c].mag_hit += 1
+                (<uint64_t*>p)[1] = 0      # clear the free tag
+                if HAK_DEBUG:
+                    hak_debug_on_alloc(p, c)
+                return p
+            tc.st[c].mag_miss += 1
+        p = tc.sll[c]
+        if hak_likely(p != NULL):
+            tc.sll[c] = (<void**>p)[0]
+            tc.sll_n[c] -= 1
+            tc.st[c].sll_pop += 1
+            (<uint64_t*>p)[1] = 0
+            if HAK_DEBUG:
+                hak_debug_on_alloc(p, c)
+            return p
+    return _malloc_slow(size)
+
+
+cdef void _free_remote(hak_slab_t* s, void* p, hak_tcache_t* tc) noexcept nogil:
+    """A block of a slab this thread does not own: push it to the slab's remote list."""
+    cdef uint32_t c = s.cls
+    _set_tag(p)
+    hak_remote_push(&s.remote_free, p)
+    if tc != NULL:
+        tc.st[c].free_remote += 1
+    else:
+        hak_atomic_add_u64(&g_orphan_free[c], 1)
+
+
+cdef void _debug_check_free(hak_slab_t* s, void* p) noexcept nogil:
+    """Debug builds: abort on any free that hak_free_checked would refuse."""
+    cdef int rc = hak_check_live(p)
+    if rc == HAK_EDOUBLE:
+        hak_die("double free", p, s.cls)
+    elif rc == HAK_EINTERIOR:
+        hak_die("free of an interior pointer", p, s.cls)
+    elif rc != HAK_OK:
+        hak_die("free of a pointer hakmem does not own", p, s.cls)
+    hak_debug_on_free(p, s.cls)
+
+
+cdef void hak_free(void* p) noexcept nogil:
+    cdef uintptr_t a = <uintptr_t>p
+    cdef hak_region_t* r = hak_region_of(g_l1, a)
+    cdef hak_slab_t* s
+    cdef hak_tcache_t* tc
+    cdef uint32_t c, t, n
+    if hak_likely(r != NULL):
+        s = hak_slab_in(r, a)
+        tc = <hak_tcache_t*>hak_tls_get()
+        if HAK_DEBUG:
+            _debug_check_free(s, p)
+        if hak_likely(s.owner == <void*>tc):
+            c = s.cls
+            _set_tag(p)
+            if c < tc.mag_classes:
+                t = tc.mag_top[c]
+                if hak_likely(t < tc.mag_cap):     # TinyHeapV2 supply hook
+                    tc.mag[c * HAK_MAG_MAX_CAP + t] = p
+                    tc.mag_top[c] = t + 1
+                    tc.st[c].free_mag += 1
+                    return
+            (<void**>p)[0] = tc.sll[c]
+            tc.sll[c] = p
+            n = tc.sll_n[c] + 1
+            tc.sll_n[c] = n
+            tc.st[c].free_sll += 1
+            if hak_unlikely(n > tc.sll_cap[c]):
+                _flush(tc, c, tc.sll_cap[c] // 2)
+            return
+        _free_remote(s, p, tc)
+        return
+    if p == NULL:
+        return
+    if hak_large_free(p) != 0 and HAK_DEBUG:
+        hak_die("free of a pointer hakmem does not own", p, 99)
+
+
+cdef int hak_check_live(void* p) noexcept nogil:
+    """HAK_OK if p is a live block of ours, else the HAK_E* code a free would give."""
+    cdef uintptr_t a = <uintptr_t>p
+    cdef hak_region_t* r = hak_region_of(g_l1, a)
+    cdef hak_slab_t* s
+    if p == NULL:
+        return HAK_EFOREIGN
+    if r == NULL:
+        return HAK_OK if hak_large_usable(p) != 0 else HAK_EFOREIGN
+    s = hak_slab_in(r, a)
+    if s == &r.slabs[0]:
+        return HAK_EFOREIGN            # the region header
+    if s.state == HAK_SLAB_POOLED:
+        return HAK_EDOUBLE             # every block of an empty slab is free
+    if a >= <uintptr_t>s.bump:
+        return HAK_EFOREIGN if a >= <uintptr_t>s.end else HAK_EDOUBLE
+    if (a - <uintptr_t>s.start) % hak_stride(s.cls) != 0:
+        return HAK_EINTERIOR
+    if _has_tag(p):
+        return HAK_EDOUBLE
+    return HAK_OK
+
+
+cdef int hak_free_checked(void* p) noexcept nogil:
+    cdef int rc
+    if p == NULL:
+        return HAK_OK
+    if hak_region_of(g_l1, <uintptr_t>p) == NULL:
+        return HAK_OK if hak_large_free(p) == 0 else HAK_EFOREIGN
+    rc = hak_check_live(p)
+    if rc == HAK_OK:
+        hak_free(p)
+    return rc
+
+
+cdef size_t hak_usable_size(void* p) noexcept nogil:
+    cdef uintptr_t a = <uintptr_t>p
+    cdef hak_region_t* r = hak_region_of(g_l1, a)
+    if r != NULL:
+        return hak_block_size(hak_slab_in(r, a).cls)
+    if p == NULL:
+        return 0
+    return hak_large_usable(p)
+
+
+cdef void* hak_calloc(size_t n, size_t size) noexcept nogil:
+    cdef size_t total
+    cdef void* p
+    if size != 0 and n > (<size_t>-1) // size:
+        return NULL
+    total = n * size
+    if total > <size_t>HAK_TINY_MAX:
+        return hak_large_alloc(total, True)
+    p = hak_malloc(total)
+    if p != NULL:
+        memset(p, 0, total)
+    return p
+
+
+cdef void* hak_realloc(void* p, size_t size) noexcept nogil:
+    cdef uintptr_t a = <uintptr_t>p
+    cdef hak_region_t* r
+    cdef size_t old
+    cdef void* q
+    if p == NULL:
+        return hak_malloc(size)
+    r = hak_region_of(g_l1, a)
+    if r != NULL:
+        old = hak_block_size(hak_slab_in(r, a).cls)
+        # Stay in place if it fits and would not waste more than half the block.
+        if size <= old and (size * 2 > old or old == 16):
+            return p
+    else:
+        old = hak_large_usable(p)
+        if size > <size_t>HAK_TINY_MAX:
+            return hak_large_realloc(p, size)
+    q = hak_malloc(size)
+    if q == NULL:
+        return NULL
+    memcpy(q, p, size if size < old else old)
+    hak_free(p)
+    return q
+
+
+cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil:
+    """Sum the counters of live caches, exited threads and cacheless frees."""
+    cdef hak_tcache_t* tc
+    cdef uint32_t c
+    cdef size_t k, nwords = sizeof(hak_class_stats_t) // 8
+    cdef uint64_t* dst
+    cdef uint64_t* src
+    memcpy(out, g_retired, sizeof(g_retired))
+    pthread_mutex_lock(&g_tc_lock)
+    tc = g_caches
+    while tc != NULL:
+        for c in range(HAK_NCLASSES):
+            dst = <uint64_t*>&out[c]
+            src = <uint64_t*>&tc.st[c]
+            for k in range(nwords):
+                dst[k] += hak_atomic_load_u64(&src[k])
+        tc = tc.gnext
+    for c in range(HAK_NCLASSES):
+        out[c].free_remote += hak_atomic_load_u64(&g_orphan_free[c])
+    pthread_mutex_unlock(&g_tc_lock)
+
+
+# ---- fork ------------------------------------------------------------------
+cdef void _fork_prepare() noexcept nogil:
+    pthread_mutex_lock(&g_tc_lock)
+    hak_slab_fork_prepare()
+    hak_large_fork_prepare()
+
+cdef void _fork_parent() noexcept nogil:
+    hak_large_fork_parent()
+    hak_slab_fork_parent()
+    pthread_mutex_unlock(&g_tc_lock)
+
+cdef void _fork_child() noexcept nogil:
+    """Only the forking thread survives: retire every other cache.
+
+    Their memory is kept (never freed) so no new cache can reuse an address that
+    still names the owner of their slabs; their cached blocks stay unavailable.
+    """
+    global g_caches
+    cdef hak_tcache_t* me = <hak_tcache_t*>hak_tls_get()
+    cdef hak_tcache_t* tc
+    cdef hak_tcache_t* nxt
+    cdef uint32_t c
+    cdef size_t k, nwords = sizeof(hak_class_stats_t) // 8
+    hak_large_fork_child()
+    hak_slab_fork_child()
+    pthread_mutex_init(&g_tc_lock, NULL)
+    tc = g_caches
+    while tc != NULL:
+        nxt = tc.gnext
+        if tc != me:
+            for c in range(HAK_NCLASSES):
+                for k in range(nwords):
+                    (<uint64_t*>&g_retired[c])[k] += (<uint64_t*>&tc.st[c])[k]
+                memset(&tc.st[c], 0, sizeof(hak_class_stats_t))
+        tc = nxt
+    g_caches = me
+    if me != NULL:
+        me.gprev = NULL
+        me.gnext = NULL
+
+
+pthread_key_create(&g_key, _tc_destructor)
+pthread_atfork(_fork_prepare, _fork_parent, _fork_child)
+
+
+# ---- Python surface (tests, REPL) ------------------------------------------
+_ERRORS = {
+    HAK_EFOREIGN: "is not a block allocated by hakmem",
+    HAK_EDOUBLE: "is already free (double free)",
+    HAK_EINTERIOR: "points inside a hakmem block, not at its start",
+}
+
+
+def _check_addr(addr):
+    if not isinstance(addr, int) or isinstance(addr, bool):
+        raise TypeError(f"address must be an int, not {type(addr).__name__}")
+    if addr < 0 or addr >= (1 << 64):
+        raise ValueError(f"address {addr:#x} is out of range")
+
+
+def malloc(size_t size):
+    """Allocate ``size`` bytes; return the block's address as an int."""
+    cdef void* p
+    with nogil:
+        p = hak_malloc(size)
+    if p == NULL:
+        raise MemoryError(f"hakmem: cannot allocate {size} bytes")
+    return <uintptr_t>p
+
+
+def calloc(size_t n, size_t size):
+    """Allocate ``n * size`` zeroed bytes; return the address."""
+    cdef void* p
+    with nogil:
+        p = hak_calloc(n, size)
+    if p == NULL:
+        raise MemoryError(f"hakmem: cannot allocate {n} x {size} bytes")
+    return <uintptr_t>p
+
+
+def realloc(addr, size_t size):
+    """Resize the block at ``addr`` (0 = allocate); return the new address."""
+    _check_addr(addr)
+    cdef void* p = <void*><uintptr_t>addr
+    cdef void* q
+    cdef int rc = HAK_OK if p == NULL else hak_check_live(p)
+    if rc != HAK_OK:
+        raise ValueError(f"realloc({addr:#x}): address {_ERRORS[rc]}")
+    with nogil:
+        q = hak_realloc(p, size)
+    if q == NULL:
+        raise MemoryError(f"hakmem: cannot reallocate to {size} bytes")
+    return <uintptr_t>q
+
+
+def free(addr):
+    """Free the block at ``addr``; ValueError (and nothing changed) if it is not live."""
+    _check_addr(addr)
+    cdef int rc
+    cdef void* p = <void*><uintptr_t>addr
+    with nogil:
+        rc = hak_free_checked(p)
+    if rc != HAK_OK:
+        raise ValueError(f"free({addr:#x}): address {_ERRORS[rc]}")
+
+
+def usable_size(addr):
+    """Usable bytes of the live block at ``addr``; ValueError if it is not live."""
+    _check_addr(addr)
+    cdef void* p = <void*><uintptr_t>addr
+    cdef int rc = hak_check_live(p)
+    if rc != HAK_OK:
+        raise ValueError(f"usable_size({addr:#x}): address {_ERRORS[rc]}")
+    return hak_usable_size(p)
+
+
+def is_live(addr):
+    """True if ``addr`` is a block hakmem handed out and that is not yet freed."""
+    _check_addr(addr)
+    return hak_check_live(<void*><uintptr_t>addr) == HAK_OK
+
+
+def trim():
+    """Flush this thread's caches and give empty slabs' memory back to the OS.
+
+    Returns the number of bytes released. Other threads' caches are not touched.
+    """
+    cdef size_t n
+    with nogil:
+        n = hak_trim()
+    return n
+
+
+def thread_flush():
+    """Return this thread's cached free blocks to their slabs (no memory unmapped)."""
+    with nogil:
+        hak_thread_flush()
+
+
+def _configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch, uint32_t sll_cap):
+    hak_configure(mag_classes, mag_cap, batch, sll_cap)
+
+
+def _class_stats():
+    """Raw per-class counters: a list of dicts, C0 first."""
+    cdef hak_class_stats_t st[HAK_MAX_CLASSES]
+    hak_stats_collect(st)
+    return [st[c] for c in range(HAK_NCLASSES)]
+
+
+def _thread_cache_state():
+    """This thread's cache: per class (magazine fill, SLL length, owned slabs)."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    cdef hak_slab_t* s
+    out = []
+    if tc == NULL:
+        return out
+    for c in range(HAK_NCLASSES):
+        n = 0
+        s = tc.slabs[c]
+        while s != NULL:
+            n += 1
+            s = s.next
+        out.append((tc.mag_top[c] if c < tc.mag_classes else 0, tc.sll_n[c], n))
+    return out

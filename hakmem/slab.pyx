@@ -1,0 +1,342 @@
+"""hakmem.slab — regions, slabs, the global pool and the pointer registry.
+
+Everything here except hak_slab_take/has_free/drain_remote runs under one global
+mutex; those three are called by a slab's owner only (or under the mutex for
+unowned slabs) and touch nothing shared but the atomic remote list.
+"""
+from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint8_t
+from libc.string cimport memset
+from hakmem.classes cimport hak_stride, HAK_NCLASSES, HAK_CANARY, HAK_DEBUG
+from hakmem.remote cimport hak_remote_take_all, hak_atomic_load_ptr
+
+cdef extern from "<sys/mman.h>" nogil:
+    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void* addr, size_t length)
+    int madvise(void* addr, size_t length, int advice)
+    int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MADV_DONTNEED
+    void* MAP_FAILED
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t*, void*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)
+
+cdef extern from *:
+    """
+    static void hak_debug_fill_canaries(char* start, char* end, uint32_t stride, uint32_t size) {
+    #if HAK_CANARY
+        for (char* p = start; p < end; p += stride) memset(p + size, 0xCA, HAK_CANARY);
+    #else
+        (void)start; (void)end; (void)stride; (void)size;
+    #endif
+    }
+    """
+    void hak_debug_fill_canaries(char* start, char* end, uint32_t stride, uint32_t size) nogil
+
+from hakmem.classes cimport hak_block_size
+
+# ---- global state (guarded by g_lock) --------------------------------------
+cdef pthread_mutex_t g_lock
+pthread_mutex_init(&g_lock, NULL)
+cdef uint8_t* g_l1[4096]              # registry level 1 (HAK_REG_L1 entries)
+cdef hak_region_t* g_regions = NULL
+cdef hak_slab_t* g_pool = NULL        # empty slabs of any class
+cdef hak_slab_t* g_abandoned[HAK_NCLASSES]
+cdef hak_slab_stats_t g_st
+cdef uint64_t g_map_limit = 0         # 0 = unlimited; a test hook for OOM handling
+memset(g_l1, 0, sizeof(g_l1))
+memset(g_abandoned, 0, sizeof(g_abandoned))
+memset(&g_st, 0, sizeof(g_st))
+
+
+cdef uint8_t** hak_registry() noexcept nogil:
+    """The registry's level-1 table; its address never changes."""
+    return g_l1
+
+
+cdef bint _registry_set(uintptr_t a, uint8_t v) noexcept nogil:
+    cdef uintptr_t i1 = a >> 36
+    cdef uint8_t* l2
+    if i1 >= 4096:
+        return False
+    l2 = g_l1[i1]
+    if l2 == NULL:
+        l2 = <uint8_t*>mmap(NULL, HAK_REG_L2, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if l2 == <uint8_t*>MAP_FAILED:
+            return False
+        g_l1[i1] = l2  # never freed: a few KiB per 64 GiB of address space
+    l2[(a >> HAK_REGION_SHIFT) & (HAK_REG_L2 - 1)] = v
+    return True
+
+
+cdef hak_region_t* _region_map() noexcept nogil:
+    """Map one aligned region and put its 63 slabs in the pool (lock held)."""
+    global g_regions
+    cdef size_t sz = HAK_REGION_SIZE
+    cdef char* raw
+    cdef char* base
+    cdef uintptr_t a
+    cdef hak_region_t* r
+    cdef int i
+    if g_map_limit and g_st.bytes_mapped + sz > g_map_limit:
+        g_st.mmap_failures += 1
+        return NULL
+    # Over-map by one region, then cut the misaligned head and the tail.
+    raw = <char*>mmap(NULL, 2 * sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if raw == <char*>MAP_FAILED:
+        g_st.mmap_failures += 1
+        return NULL
+    a = (<uintptr_t>raw + sz - 1) & ~(sz - 1)
+    base = <char*>a
+    if base > raw:
+        munmap(raw, base - raw)
+    munmap(base + sz, raw + sz - base)
+    if not _registry_set(a, 1):
+        munmap(base, sz)
+        g_st.mmap_failures += 1
+        return NULL
+    r = <hak_region_t*>base
+    r.magic = HAK_REGION_MAGIC
+    r.prev = NULL
+    r.next = g_regions
+    if g_regions != NULL:
+        g_regions.prev = r
+    g_regions = r
+    r.npooled = 0
+    for i in range(1, HAK_SLABS_PER_REGION):
+        r.slabs[i].owner = HAK_NO_OWNER
+        r.slabs[i].state = HAK_SLAB_POOLED
+        r.slabs[i].committed = 1
+        r.slabs[i].start = base + (<size_t>i << HAK_SLAB_SHIFT)
+        hak_slab_list_push(&g_pool, &r.slabs[i])
+        r.npooled += 1
+    g_st.bytes_mapped += sz
+    g_st.regions += 1
+    g_st.slabs_pooled += HAK_SLABS_PER_REGION - 1
+    return r
+
+
+cdef inline void _slab_format(hak_slab_t* s, uint32_t cls) noexcept nogil:
+    cdef uint32_t stride = hak_stride(cls)
+    s.cls = <uint16_t>cls
+    s.capacity = <uint32_t>(HAK_SLAB_SIZE // stride)
+    s.bump = s.start
+    s.end = s.start + <size_t>s.capacity * stride
+    s.local_free = NULL
+    s.remote_free = NULL
+    s.used = 0
+    s.committed = 1
+    if HAK_CANARY:
+        hak_debug_fill_canaries(s.start, s.end, stride, hak_block_size(cls))
+
+
+cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
+    """A slab of class cls for owner: adopt an abandoned one, else a pooled one, else map.
+
+    Returns NULL when no memory can be mapped.
+    """
+    cdef hak_slab_t* s
+    cdef hak_region_t* r
+    pthread_mutex_lock(&g_lock)
+    s = g_abandoned[cls]
+    if s != NULL:
+        hak_slab_list_remove(&g_abandoned[cls], s)
+        g_st.slabs_abandoned -= 1
+    else:
+        if g_pool == NULL and _region_map() == NULL:
+            pthread_mutex_unlock(&g_lock)
+            return NULL
+        s = g_pool
+        hak_slab_list_remove(&g_pool, s)
+        r = <hak_region_t*>(<uintptr_t>s.start & ~(HAK_REGION_SIZE - 1))
+        r.npooled -= 1
+        g_st.slabs_pooled -= 1
+        if not s.committed:
+            g_st.slabs_decommitted -= 1
+        _slab_format(s, cls)
+    s.state = HAK_SLAB_ACTIVE
+    s.owner = owner
+    g_st.slabs_active += 1
+    pthread_mutex_unlock(&g_lock)
+    return s
+
+
+cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
+    """Give an empty slab (used == 0, unlinked by its owner) back to the pool."""
+    cdef hak_region_t* r = <hak_region_t*>(<uintptr_t>s.start & ~(HAK_REGION_SIZE - 1))
+    pthread_mutex_lock(&g_lock)
+    s.owner = HAK_NO_OWNER
+    s.state = HAK_SLAB_POOLED
+    hak_slab_list_push(&g_pool, s)
+    r.npooled += 1
+    g_st.slabs_active -= 1
+    g_st.slabs_pooled += 1
+    pthread_mutex_unlock(&g_lock)
+
+
+cdef void hak_slab_abandon(hak_slab_t* s) noexcept nogil:
+    """Its owner is exiting while blocks are still live: park it for adoption."""
+    pthread_mutex_lock(&g_lock)
+    s.owner = HAK_NO_OWNER
+    s.state = HAK_SLAB_ABANDONED
+    hak_slab_list_push(&g_abandoned[s.cls], s)
+    g_st.slabs_active -= 1
+    g_st.slabs_abandoned += 1
+    pthread_mutex_unlock(&g_lock)
+
+
+cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil:
+    """Move the remote list onto the local list; returns how many blocks came back."""
+    cdef void* head = hak_remote_take_all(&s.remote_free)
+    cdef void* p
+    cdef void* nxt
+    cdef uint32_t n = 0
+    p = head
+    while p != NULL:
+        nxt = (<void**>p)[0]
+        (<void**>p)[0] = s.local_free
+        s.local_free = p
+        n += 1
+        p = nxt
+    s.used -= n
+    return n
+
+
+cdef bint hak_slab_has_free(hak_slab_t* s) noexcept nogil:
+    return (s.local_free != NULL or s.bump < s.end
+            or hak_atomic_load_ptr(&s.remote_free) != NULL)
+
+
+cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept nogil:
+    """Owner: detach up to `want` free blocks as a NULL-terminated chain in head[0]."""
+    cdef uint32_t n = 0
+    cdef uint32_t stride
+    cdef void* first = NULL
+    cdef void* p
+    cdef char* b
+    if s.local_free == NULL:
+        hak_slab_drain_remote(s)
+    # Recycled blocks first: they are warm and already carry the free tag.
+    p = s.local_free
+    if p != NULL:
+        first = p
+        n = 1
+        while n < want and (<void**>p)[0] != NULL:
+            p = (<void**>p)[0]
+            n += 1
+        s.local_free = (<void**>p)[0]
+        (<void**>p)[0] = NULL
+    if n < want and s.bump < s.end:
+        # Carve fresh blocks, linking them in address order.
+        stride = hak_stride(s.cls)
+        b = s.bump
+        while n < want and b < s.end:
+            (<void**>b)[0] = first
+            (<uint64_t*>b)[1] = HAK_FREE_TAG ^ <uintptr_t>b
+            if HAK_DEBUG:
+                memset(b + 16, 0xDD, hak_block_size(s.cls) - 16)
+            first = b
+            b += stride
+            n += 1
+        s.bump = b
+    s.used += n
+    head[0] = first
+    return n
+
+
+cdef size_t hak_slab_trim() noexcept nogil:
+    """Return pooled slabs' pages to the OS and unmap wholly empty regions."""
+    global g_regions
+    cdef size_t freed = 0
+    cdef hak_slab_t* s
+    cdef hak_slab_t* nxt
+    cdef hak_region_t* r
+    cdef hak_region_t* rn
+    cdef int i, c
+    pthread_mutex_lock(&g_lock)
+    # Abandoned slabs whose last blocks came home remotely are empty now.
+    for c in range(HAK_NCLASSES):
+        s = g_abandoned[c]
+        while s != NULL:
+            nxt = s.next
+            hak_slab_drain_remote(s)
+            if s.used == 0:
+                hak_slab_list_remove(&g_abandoned[c], s)
+                s.state = HAK_SLAB_POOLED
+                hak_slab_list_push(&g_pool, s)
+                r = <hak_region_t*>(<uintptr_t>s.start & ~(HAK_REGION_SIZE - 1))
+                r.npooled += 1
+                g_st.slabs_abandoned -= 1
+                g_st.slabs_pooled += 1
+            s = nxt
+    r = g_regions
+    while r != NULL:
+        rn = r.next
+        if r.npooled == HAK_SLABS_PER_REGION - 1:
+            for i in range(1, HAK_SLABS_PER_REGION):
+                hak_slab_list_remove(&g_pool, &r.slabs[i])
+                if not r.slabs[i].committed:
+                    g_st.slabs_decommitted -= 1
+            g_st.slabs_pooled -= HAK_SLABS_PER_REGION - 1
+            if r.prev != NULL:
+                r.prev.next = r.next
+            else:
+                g_regions = r.next
+            if r.next != NULL:
+                r.next.prev = r.prev
+            _registry_set(<uintptr_t>r, 0)
+            munmap(<void*>r, HAK_REGION_SIZE)
+            g_st.bytes_mapped -= HAK_REGION_SIZE
+            g_st.regions -= 1
+            freed += HAK_REGION_SIZE
+        r = rn
+    s = g_pool
+    while s != NULL:
+        if s.committed:
+            madvise(s.start, HAK_SLAB_SIZE, MADV_DONTNEED)
+            s.committed = 0
+            g_st.slabs_decommitted += 1
+            freed += HAK_SLAB_SIZE
+        s = s.next
+    g_st.bytes_trimmed += freed
+    pthread_mutex_unlock(&g_lock)
+    return freed
+
+
+cdef void hak_slab_get_stats(hak_slab_stats_t* out) noexcept nogil:
+    pthread_mutex_lock(&g_lock)
+    out[0] = g_st
+    pthread_mutex_unlock(&g_lock)
+
+
+cdef void hak_slab_set_map_limit(uint64_t limit) noexcept nogil:
+    """Cap bytes mapped (0 = none): lets tests drive the out-of-memory path."""
+    global g_map_limit
+    pthread_mutex_lock(&g_lock)
+    g_map_limit = limit
+    pthread_mutex_unlock(&g_lock)
+
+
+cdef void hak_slab_fork_prepare() noexcept nogil:
+    pthread_mutex_lock(&g_lock)
+
+cdef void hak_slab_fork_parent() noexcept nogil:
+    pthread_mutex_unlock(&g_lock)
+
+cdef void hak_slab_fork_child() noexcept nogil:
+    pthread_mutex_init(&g_lock, NULL)
+
+
+def info():
+    """Backend counters: bytes mapped, regions, slabs by state, bytes trimmed."""
+    cdef hak_slab_stats_t st
+    hak_slab_get_stats(&st)
+    return st
+
+
+def _set_map_limit(uint64_t limit):
+    """Test hook: refuse to map past ``limit`` bytes (0 = no limit)."""
+    hak_slab_set_map_limit(limit)

@@ -1,0 +1,44 @@
+"""Shared fixtures: the downstream extension that cimports hakmem, built once."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def build_extension(tmpdir, pyx_path, name):
+    """Build a Cython extension from pyx_path against the installed hakmem; import it."""
+    import hakmem
+
+    src = os.path.join(tmpdir, name + ".pyx")
+    with open(pyx_path) as f, open(src, "w") as g:
+        g.write(f.read())
+    setup_py = os.path.join(tmpdir, "setup.py")
+    with open(setup_py, "w") as g:
+        g.write(textwrap.dedent(f"""
+            from setuptools import setup, Extension
+            from Cython.Build import cythonize
+            setup(ext_modules=cythonize(
+                [Extension({name!r}, [{name + '.pyx'!r}], extra_compile_args=["-O2"])],
+                include_path=[{hakmem.get_include()!r}],
+                compiler_directives={{"language_level": 3}}))
+        """))
+    r = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmpdir,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("downstream build failed:\n" + r.stdout[-3000:] + r.stderr[-3000:])
+    sys.path.insert(0, tmpdir)
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(tmpdir)
+
+
+@pytest.fixture(scope="session")
+def hakdown(tmp_path_factory):
+    """The downstream test extension (tests/downstream/hakdown.pyx), built and imported."""
+    d = tmp_path_factory.mktemp("hakdown")
+    return build_extension(str(d), os.path.join(HERE, "downstream", "hakdown.pyx"), "hakdown")

@@ -1,0 +1,301 @@
+"""Allocator core: classes, alignment, sizes, calloc/realloc, magazine, stats, bad frees."""
+import ctypes
+import os
+import subprocess
+import sys
+
+import pytest
+
+import hakmem
+from hakmem import classes
+
+SIZES = hakmem.build_info()["block_sizes"]
+
+
+def write(addr, data):
+    ctypes.memmove(addr, data, len(data))
+
+
+def read(addr, n):
+    return ctypes.string_at(addr, n)
+
+
+def totals():
+    st = hakmem.stats()
+    return {k: st[k] for k in ("allocs", "frees", "live_blocks", "live_bytes",
+                                "large_live_blocks", "large_allocs", "large_frees")}
+
+
+def test_class_table():
+    assert SIZES[0] == 16 and SIZES[-1] == 1024 == classes.TINY_MAX
+    assert all(b % 16 == 0 for b in SIZES)
+    assert SIZES == sorted(set(SIZES))
+    for n in range(0, 1025):
+        c = classes.size_class(n)
+        assert SIZES[c] >= n and (c == 0 or SIZES[c - 1] < n)
+    with pytest.raises(ValueError):
+        classes.size_class(1025)
+    classes.self_check()
+
+
+@pytest.mark.parametrize("n", [0, 1, 8, 15, 16, 17, 33, 48, 64, 65, 100, 128, 129,
+                               255, 256, 500, 512, 700, 1000, 1024, 1025, 4096, 100000])
+def test_alignment_and_usable_size(n):
+    addrs = [hakmem.malloc(n) for _ in range(50)]
+    assert len(set(addrs)) == 50
+    for a in addrs:
+        assert a % 16 == 0
+        u = hakmem.usable_size(a)
+        assert u >= n
+        if n <= 1024:
+            assert u == SIZES[classes.size_class(n)]
+        write(a, b"\xab" * max(n, 1) if n else b"")
+    for a in addrs:
+        hakmem.free(a)
+
+
+def test_every_class_aligned():
+    for size in SIZES:
+        a = hakmem.malloc(size)
+        b = hakmem.malloc(size)
+        assert a % 16 == 0 and b % 16 == 0 and abs(a - b) >= size
+        hakmem.free(a)
+        hakmem.free(b)
+
+
+def test_calloc_zeroes_recycled_memory():
+    for n in (16, 40, 200, 1024, 3000):
+        a = hakmem.malloc(n)
+        write(a, b"\xff" * n)
+        hakmem.free(a)
+        b = hakmem.calloc(1, n)       # same class: likely the block just freed
+        assert read(b, n) == b"\0" * n
+        hakmem.free(b)
+    with pytest.raises(MemoryError):
+        hakmem.calloc(1 << 62, 1 << 8)   # overflow is refused, not wrapped
+
+
+@pytest.mark.parametrize("steps", [[16, 64, 300, 1024, 5000, 100, 16],
+                                   [1000, 20000, 24, 2000, 1024]])
+def test_realloc_keeps_contents(steps):
+    a = hakmem.malloc(steps[0])
+    pattern = bytes(range(256)) * 100
+    write(a, pattern[:steps[0]])
+    prev = steps[0]
+    for n in steps[1:]:
+        a = hakmem.realloc(a, n)
+        keep = min(prev, n)
+        assert read(a, keep) == pattern[:keep]
+        write(a, pattern[:n])
+        prev = n
+        assert hakmem.usable_size(a) >= n
+    hakmem.free(a)
+
+
+def test_realloc_null_and_bad():
+    a = hakmem.realloc(0, 40)
+    assert hakmem.is_live(a)
+    hakmem.free(a)
+    with pytest.raises(ValueError, match="already free"):
+        hakmem.realloc(a, 80)
+
+
+def test_bad_frees_raise_and_change_nothing():
+    keep = hakmem.malloc(32)        # the thread cache exists
+    a = hakmem.malloc(48)
+    big = hakmem.malloc(4000)
+    hakmem.free(a)
+    hakmem.free(big)
+    before = totals()
+    buf = ctypes.create_string_buffer(64)
+    cases = [
+        (a, "already free"),
+        (big, "not a block allocated by hakmem"),
+        (ctypes.addressof(buf), "not a block allocated by hakmem"),
+        (keep + 16, "inside a hakmem block"),
+        (keep + 1, "inside a hakmem block"),
+        (12345, "not a block allocated by hakmem"),
+    ]
+    for addr, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            hakmem.free(addr)
+        assert totals() == before
+    with pytest.raises(TypeError):
+        hakmem.free("x")
+    with pytest.raises(ValueError):
+        hakmem.free(-1)
+    # the allocator still works and the good block frees normally
+    c = hakmem.malloc(48)
+    hakmem.free(c)
+    hakmem.free(keep)
+
+
+def test_free_none_address_zero_is_noop():
+    before = totals()
+    hakmem.free(0)
+    assert totals() == before
+
+
+def test_stats_balance_and_live_bytes():
+    before = totals()
+    addrs = [hakmem.malloc(n) for n in (16, 100, 1000, 2000)]
+    mid = totals()
+    assert mid["allocs"] - before["allocs"] == 3
+    assert mid["live_bytes"] - before["live_bytes"] == 16 + 112 + 1024
+    assert mid["large_live_blocks"] - before["large_live_blocks"] == 1
+    for a in addrs:
+        hakmem.free(a)
+    after = totals()
+    assert after["live_bytes"] == before["live_bytes"]
+    assert after["allocs"] - after["frees"] == before["allocs"] - before["frees"]
+
+
+def ring(n, ws, size):
+    slots = [0] * ws
+    for i in range(n):
+        k = i % ws
+        if slots[k]:
+            hakmem.free(slots[k])
+        slots[k] = hakmem.malloc(size)
+    for a in slots:
+        hakmem.free(a)
+
+
+def class_row(size):
+    return hakmem.stats()["classes"][classes.size_class(size)]
+
+
+def test_magazine_hit_rate_on_fixed_ring():
+    hakmem.configure(heap_v2=True)
+    r0 = class_row(16)
+    ring(20000, 60, 16)
+    r1 = class_row(16)
+    hits = r1["mag_hits"] - r0["mag_hits"]
+    misses = r1["mag_misses"] - r0["mag_misses"]
+    assert hits + misses >= 20000
+    assert hits / (hits + misses) > 0.70
+
+
+def test_magazine_off_serves_from_sll():
+    try:
+        hakmem.configure(heap_v2=False)
+        r0 = class_row(16)
+        ring(5000, 60, 16)
+        r1 = class_row(16)
+        assert r1["mag_hits"] == r0["mag_hits"]
+        assert r1["sll_pops"] - r0["sll_pops"] >= 5000
+    finally:
+        hakmem.configure(heap_v2=True)
+
+
+@pytest.mark.parametrize("heap_v2", [True, False])
+def test_magazine_on_off_same_results(heap_v2):
+    import random
+    try:
+        hakmem.configure(heap_v2=heap_v2)
+        rnd = random.Random(7)
+        live = {}
+        for i in range(20000):
+            if live and rnd.random() < 0.5:
+                a = rnd.choice(list(live))
+                assert read(a, 8) == live.pop(a)
+                hakmem.free(a)
+            else:
+                a = hakmem.malloc(rnd.choice((16, 24, 40, 64, 100, 2000)))
+                assert a not in live
+                tag = i.to_bytes(8, "little")
+                write(a, tag)
+                live[a] = tag
+        for a, tag in live.items():
+            assert read(a, 8) == tag
+            hakmem.free(a)
+    finally:
+        hakmem.configure(heap_v2=True)
+
+
+def test_config_and_configure():
+    cfg = hakmem.config()
+    assert cfg["mag_cap"] == 16 and cfg["mag_classes"] == 4
+    try:
+        assert hakmem.configure(mag_cap=8)["mag_cap"] == 8
+        ring(2000, 60, 16)
+    finally:
+        hakmem.configure(mag_cap=cfg["mag_cap"])
+    with pytest.raises(hakmem.ConfigError, match="unknown setting"):
+        hakmem.configure(bogus=1)
+    with pytest.raises(hakmem.ConfigError, match="HAKMEM_TINY_MAG_CAP"):
+        hakmem.configure(mag_cap=1000)
+    assert hakmem.config() == cfg
+
+
+@pytest.mark.parametrize("env,msg", [
+    ({"HAKMEM_TINY_MAG_CAP": "-3"}, "HAKMEM_TINY_MAG_CAP='-3': must be between 1 and 64"),
+    ({"HAKMEM_TINY_MAG_CAP": "abc"}, "not an integer"),
+    ({"HAKMEM_TINY_HEAP_V2": "maybe"}, "HAKMEM_TINY_HEAP_V2"),
+])
+def test_bad_env_fails_at_import(env, msg):
+    r = subprocess.run([sys.executable, "-c", "import hakmem"], capture_output=True,
+                       text=True, env={**os.environ, **env})
+    assert r.returncode != 0
+    assert "ConfigError" in r.stderr and msg in r.stderr
+
+
+def test_env_switches_take_effect():
+    code = ("import hakmem, json; print(json.dumps(hakmem.config()))")
+    env = {**os.environ, "HAKMEM_TINY_HEAP_V2": "off", "HAKMEM_TINY_MAG_CAP": "32",
+           "HAKMEM_TINY_REFILL_BATCH": "1k"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    import json
+    cfg = json.loads(r.stdout)
+    assert cfg["heap_v2"] is False and cfg["mag_cap"] == 32 and cfg["refill_batch"] == 1024
+
+
+def test_stats_at_exit_table():
+    r = subprocess.run([sys.executable, "-c", "import hakmem; hakmem.free(hakmem.malloc(16))"],
+                       capture_output=True, text=True, env={**os.environ, "HAKMEM_STATS": "1"})
+    assert r.returncode == 0
+    assert "hakmem stats" in r.stderr and "mag hit%" in r.stderr
+
+
+def test_trim_returns_memory():
+    hakmem.trim()
+    base = hakmem.stats()["bytes_mapped"]
+    addrs = [hakmem.malloc(512) for _ in range(40000)]     # ~20 MiB
+    grown = hakmem.stats()["bytes_mapped"]
+    assert grown >= base + 16 * 2**20
+    for a in addrs:
+        hakmem.free(a)
+    released = hakmem.trim()
+    st = hakmem.stats()
+    assert released > 0
+    assert st["bytes_mapped"] <= base + 8 * 2**20
+    # and the allocator works after trimming
+    a = hakmem.malloc(512)
+    write(a, b"x" * 512)
+    hakmem.free(a)
+
+
+def test_map_limit_gives_memory_error_then_recovers():
+    from hakmem import slab
+    hakmem.trim()
+    mapped = hakmem.stats()["bytes_mapped"]
+    addrs = []
+    try:
+        slab._set_map_limit(mapped + 4 * 2**20)
+        with pytest.raises(MemoryError):
+            for _ in range(200000):
+                addrs.append(hakmem.malloc(1024))
+        assert hakmem.stats()["mmap_failures"] >= 1
+    finally:
+        slab._set_map_limit(0)
+    addrs.append(hakmem.malloc(1024))       # works again once memory is available
+    for a in addrs:
+        hakmem.free(a)
+
+
+def test_version_and_include():
+    assert hakmem.__version__
+    inc = hakmem.get_include()
+    assert os.path.exists(os.path.join(inc, "hakmem", "front.pxd"))
+    assert os.path.exists(os.path.join(inc, "hakmem", "__init__.pxd"))

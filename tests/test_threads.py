@@ -1,0 +1,138 @@
+"""Threads: GIL-free mixed ops with cross-thread frees, producer/consumer, exit, fork."""
+import os
+import threading
+
+import pytest
+
+import hakmem
+
+
+def live():
+    st = hakmem.stats()
+    return st["allocs"] - st["frees"], st["large_live_blocks"]
+
+
+def test_cimport_api(hakdown):
+    assert hakdown.api_roundtrip()
+    a = hakmem.malloc(64)
+    assert hakdown.checked_free(a) == 0
+    assert hakdown.checked_free(a) == -2          # HAK_EDOUBLE
+    assert hakdown.checked_free(a + 16) in (-2, -3)
+    b = hakmem.malloc(64)
+    assert hakdown.checked_free(b + 16) == -3     # HAK_EINTERIOR
+    hakmem.free(b)
+
+
+def test_four_threads_mixed_cross_thread(hakdown):
+    before = live()
+    nthreads, nops = 4, 1_000_000
+    results = [None] * nthreads
+
+    def run(t):
+        results[t] = hakdown.mixed_worker(t, nops, 7)
+
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(nthreads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    left = hakdown.drain_xfer()
+    bad = sum(r[0] for r in results)
+    allocs = sum(r[1] for r in results)
+    frees = sum(r[2] for r in results) + left
+    assert bad == 0, "a block was handed out twice or corrupted"
+    assert allocs == nthreads * nops
+    assert allocs == frees
+    assert live() == before
+    st = hakmem.stats()
+    assert sum(c["remote_frees"] for c in st["classes"]) > 0
+
+
+def test_producer_consumer_bounded(hakdown):
+    hakmem.trim()
+    n = 2_000_000 if os.environ.get("HAKMEM_DEBUG") else 10_000_000
+    hakdown.pc_reset()
+    out = {}
+    c = threading.Thread(target=lambda: out.setdefault("bad", hakdown.consumer(n)))
+    c.start()
+    hakdown.producer(n, 64)
+    c.join()
+    assert out["bad"] == 0
+    st = hakmem.stats()
+    assert st["bytes_mapped"] < 64 * 2**20, st["bytes_mapped"]
+
+
+def test_thread_exit_returns_caches():
+    hakmem.trim()
+    base_live = live()
+    mapped0 = hakmem.stats()["bytes_mapped"]
+
+    def short():
+        addrs = [hakmem.malloc(n) for n in (16, 32, 64, 128, 512, 1024) * 10]
+        for a in addrs:
+            hakmem.free(a)          # cached in this thread's magazine / free list
+
+    def wave():
+        ts = [threading.Thread(target=short) for _ in range(100)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    wave()
+    # 100 concurrent threads each hold a slab per class while alive; after they
+    # exit everything is back in the pool, so further waves map nothing new.
+    after_first = hakmem.stats()["bytes_mapped"]
+    assert after_first <= mapped0 + 40 * 2**20
+    for _ in range(9):
+        wave()
+    st = hakmem.stats()
+    assert live() == base_live
+    assert st["bytes_mapped"] <= after_first + 4 * 2**20
+    assert st["slabs_active"] <= 20 and st["slabs_abandoned"] == 0
+
+
+def test_blocks_outliving_their_thread():
+    keep = []
+
+    def make():
+        keep.extend(hakmem.malloc(48) for _ in range(1000))
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    assert hakmem.stats()["slabs_abandoned"] >= 1
+    for a in keep:
+        hakmem.free(a)               # remote frees into abandoned slabs
+    hakmem.trim()
+    assert hakmem.stats()["slabs_abandoned"] == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_allocates(hakdown):
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            hakdown.ring_ops(20000, 60, 64)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(5):
+            pid = os.fork()
+            if pid == 0:
+                ok = 0
+                try:
+                    addrs = [hakmem.malloc(n) for n in (16, 64, 200, 1024, 5000) * 100]
+                    for a in addrs:
+                        hakmem.free(a)
+                    hakdown.ring_ops(10000, 50, 256)
+                    ok = 1
+                finally:
+                    os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        stop.set()
+        t.join()

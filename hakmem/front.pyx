@@ -100,6 +100,17 @@ cdef uint32_t g_mag_cap = 16
 cdef uint32_t g_batch = 64
 cdef uint32_t g_sll_cap = 512
 cdef uint32_t g_epoch = 1
+# Slow paths are called through pointers set at import: a run-time store keeps the
+# C compiler from inlining them into hak_malloc/hak_free, whose fast paths then need
+# no callee-saved registers (no push/pop per call).
+ctypedef void* (*malloc_slow_fn)(size_t) noexcept nogil
+ctypedef void (*flush_fn)(hak_tcache_t*, uint32_t, uint32_t) noexcept nogil
+ctypedef void (*free_remote_fn)(hak_slab_t*, void*, hak_tcache_t*) noexcept nogil
+ctypedef void (*free_other_fn)(void*) noexcept nogil
+cdef malloc_slow_fn g_malloc_slow
+cdef flush_fn g_flush
+cdef free_remote_fn g_free_remote
+cdef free_other_fn g_free_other
 memset(g_retired, 0, sizeof(g_retired))
 memset(g_orphan_free, 0, sizeof(g_orphan_free))
 pthread_mutex_init(&g_tc_lock, NULL)
@@ -371,7 +382,7 @@ cdef void* hak_malloc(size_t size) noexcept nogil:
             if HAK_DEBUG:
                 hak_debug_on_alloc(p, c)
             return p
-    return _malloc_slow(size)
+    return g_malloc_slow(size)
 
 
 cdef void _free_remote(hak_slab_t* s, void* p, hak_tcache_t* tc) noexcept nogil:
@@ -424,14 +435,25 @@ cdef void hak_free(void* p) noexcept nogil:
             tc.sll_n[c] = n
             tc.st[c].free_sll += 1
             if hak_unlikely(n > tc.sll_cap[c]):
-                _flush(tc, c, tc.sll_cap[c] // 2)
+                g_flush(tc, c, tc.sll_cap[c] // 2)
             return
-        _free_remote(s, p, tc)
+        g_free_remote(s, p, tc)
         return
+    g_free_other(p)
+
+
+cdef void _free_other(void* p) noexcept nogil:
+    """Not a tiny block: NULL, a large block, or (a caller bug) a foreign pointer."""
     if p == NULL:
         return
     if hak_large_free(p) != 0 and HAK_DEBUG:
         hak_die("free of a pointer hakmem does not own", p, 99)
+
+
+g_malloc_slow = _malloc_slow
+g_flush = _flush
+g_free_remote = _free_remote
+g_free_other = _free_other
 
 
 cdef int hak_check_live(void* p) noexcept nogil:

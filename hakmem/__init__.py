@@ -9,8 +9,8 @@ below, :class:`RecordPool` and the containers.
 import atexit as _atexit
 import os as _os
 
-from hakmem import config as _config
-from hakmem.config import ConfigError
+from hakmem import options as _config
+from hakmem.options import ConfigError
 
 _CONFIG = _config.read()   # bad env values raise ConfigError here, at import
 

@@ -94,7 +94,7 @@ cdef hak_tcache_t* g_caches = NULL
 cdef hak_class_stats_t g_retired[HAK_MAX_CLASSES]   # counters of exited threads
 cdef uint64_t g_orphan_free[HAK_MAX_CLASSES]        # frees by threads with no cache
 cdef pthread_key_t g_key
-# Effective configuration for caches (set from hakmem.config at import).
+# Effective configuration for caches (set from hakmem.options at import).
 cdef uint32_t g_mag_classes = 4
 cdef uint32_t g_mag_cap = 16
 cdef uint32_t g_batch = 64

@@ -299,3 +299,13 @@ def test_version_and_include():
     inc = hakmem.get_include()
     assert os.path.exists(os.path.join(inc, "hakmem", "front.pxd"))
     assert os.path.exists(os.path.join(inc, "hakmem", "__init__.pxd"))
+
+
+def test_docs_config_table_matches_switches():
+    from hakmem import options
+    doc = os.path.join(os.path.dirname(__file__), "..", "docs", "config.md")
+    if not os.path.exists(doc):
+        pytest.skip("docs not present")
+    with open(doc) as f:
+        text = f.read()
+    assert options.describe() in text, "docs/config.md is out of date with hakmem/options.py"

@@ -1,4 +1,4 @@
-"""Every environment switch of hakmem, with its default, in one table.
+"""hakmem.options — every environment switch of hakmem, with its default, in one table.
 
 The table is read once when :mod:`hakmem` is imported (``read()``); a bad value
 raises :class:`ConfigError` at import instead of being ignored. ``docs/config.md``

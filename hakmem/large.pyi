@@ -1,0 +1,3 @@
+from typing import Dict
+
+def info() -> Dict[str, int]: ...

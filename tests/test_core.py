@@ -12,6 +12,13 @@ from hakmem import classes
 SIZES = hakmem.build_info()["block_sizes"]
 
 
+def run_py(code, env):
+    """Run code in a fresh interpreter outside the source tree (so the installed hakmem is used)."""
+    import tempfile
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env}, cwd=tempfile.gettempdir())
+
+
 def write(addr, data):
     ctypes.memmove(addr, data, len(data))
 
@@ -234,17 +241,16 @@ def test_config_and_configure():
     ({"HAKMEM_TINY_HEAP_V2": "maybe"}, "HAKMEM_TINY_HEAP_V2"),
 ])
 def test_bad_env_fails_at_import(env, msg):
-    r = subprocess.run([sys.executable, "-c", "import hakmem"], capture_output=True,
-                       text=True, env={**os.environ, **env})
+    r = run_py("import hakmem", env)
     assert r.returncode != 0
     assert "ConfigError" in r.stderr and msg in r.stderr
 
 
 def test_env_switches_take_effect():
     code = ("import hakmem, json; print(json.dumps(hakmem.config()))")
-    env = {**os.environ, "HAKMEM_TINY_HEAP_V2": "off", "HAKMEM_TINY_MAG_CAP": "32",
+    env = {"HAKMEM_TINY_HEAP_V2": "off", "HAKMEM_TINY_MAG_CAP": "32",
            "HAKMEM_TINY_REFILL_BATCH": "1k"}
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    r = run_py(code, env)
     assert r.returncode == 0, r.stderr
     import json
     cfg = json.loads(r.stdout)
@@ -252,8 +258,7 @@ def test_env_switches_take_effect():
 
 
 def test_stats_at_exit_table():
-    r = subprocess.run([sys.executable, "-c", "import hakmem; hakmem.free(hakmem.malloc(16))"],
-                       capture_output=True, text=True, env={**os.environ, "HAKMEM_STATS": "1"})
+    r = run_py("import hakmem; hakmem.free(hakmem.malloc(16))", {"HAKMEM_STATS": "1"})
     assert r.returncode == 0
     assert "hakmem stats" in r.stderr and "mag hit%" in r.stderr
 

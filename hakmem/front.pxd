@@ -8,10 +8,13 @@
 # system malloc, tracked so that hak_free tells them apart.
 #
 # Per-thread cache (hak_tcache_t), fast path first:
-#   mag[c]   TinyHeapV2 L0 magazine: LIFO array of mag_cap slots for c < mag_classes;
-#            alloc pops it first, free pushes it while it has room.
-#   sll[c]   TLS singly-linked free list; refilled in batches from owned slabs,
-#            half returned to the slabs when it grows past sll_cap[c].
+#   mag[c]     TinyHeapV2 L0 magazine: LIFO array of k[c].mag_lim slots (mag_cap for
+#              c < mag_classes, 0 otherwise); alloc pops it first, free pushes it
+#              while it has room.
+#   k[c].sll   TLS singly-linked free list; refilled in batches from owned slabs,
+#              half returned to the slabs when it grows past k[c].sll_cap.
+# A thread with no cache yet points at a static empty one (never an owner), so the
+# fast paths need no NULL test.
 # Invariant: every block in mag[] / sll[] belongs to a slab this cache owns.
 from libc.stdint cimport uint64_t, uint32_t
 from hakmem.slab cimport hak_slab_t
@@ -38,18 +41,36 @@ cdef struct hak_class_stats_t:
     uint64_t refills            # batch refills from slabs
     uint64_t flushes            # half-list returns to slabs
 
+# Per-class hot state: one cache line holds everything a fast path touches for
+# its class except the magazine slot itself.
+cdef struct hak_tclass_t:
+    void* sll                   # TLS SLL head
+    uint32_t sll_n              # blocks on the SLL
+    uint32_t sll_cap            # past this, half the SLL goes back to the slabs
+    uint32_t mag_top            # blocks in this class's magazine
+    uint32_t mag_lim            # magazine slots for this class (0 = not covered)
+    void** mag                  # this class's magazine slots (inside hak_tcache_t.mag)
+    uint64_t mag_hit            # counters: see hak_class_stats_t
+    uint64_t sll_pop
+    uint64_t free_mag
+    uint64_t free_sll
+
+# Counters off the fast path.
+cdef struct hak_tcold_t:
+    uint64_t batch              # blocks per refill
+    uint64_t mag_miss
+    uint64_t free_remote
+    uint64_t refills
+    uint64_t flushes
+
 cdef struct hak_tcache_t:
-    uint32_t mag_classes        # 0 when the magazine is off
-    uint32_t mag_cap
-    uint32_t mag_top[HAK_MAG_MAX_CLASSES]
-    void* sll[HAK_MAX_CLASSES]
-    uint32_t sll_n[HAK_MAX_CLASSES]
-    uint32_t sll_cap[HAK_MAX_CLASSES]
-    uint32_t batch[HAK_MAX_CLASSES]
+    hak_tclass_t k[HAK_MAX_CLASSES]
     void* mag[HAK_MAG_MAX_CLASSES * HAK_MAG_MAX_CAP]
+    hak_tcold_t cold[HAK_MAX_CLASSES]
     hak_slab_t* slabs[HAK_MAX_CLASSES]   # owned slabs per class
     hak_slab_t* cur[HAK_MAX_CLASSES]     # where refills look first
-    hak_class_stats_t st[HAK_MAX_CLASSES]
+    uint32_t mag_classes        # classes the magazine covers (0 when it is off)
+    uint32_t mag_cap
     uint32_t epoch              # config generation this cache was set up for
     hak_tcache_t* gnext         # all live caches (for stats, fork)
     hak_tcache_t* gprev

@@ -15,7 +15,8 @@ from libc.stdio cimport fprintf, stderr
 from hakmem.classes cimport (HAK_NCLASSES, HAK_TINY_MAX, HAK_DEBUG, HAK_CANARY,
                              hak_size_class, hak_block_size, hak_stride,
                              hak_likely, hak_unlikely)
-from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_in,
+from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_in, hak_slab_start,
+                          hak_is_tiny, hak_slab_of,
                           hak_slab_list_push, hak_slab_list_remove, hak_registry,
                           hak_slab_acquire, hak_slab_release, hak_slab_abandon,
                           hak_slab_drain_remote, hak_slab_take, hak_slab_has_free,
@@ -91,7 +92,7 @@ cdef extern from "<pthread.h>" nogil:
                        void (*)() noexcept nogil)
 
 # ---- globals ---------------------------------------------------------------
-cdef uint8_t** g_l1 = hak_registry()      # copied once: the fast path reads it
+cdef const uint8_t* g_reg = hak_registry()  # copied once: the fast path reads it
 cdef pthread_mutex_t g_tc_lock             # guards the cache list and retired stats
 cdef hak_tcache_t* g_caches = NULL
 cdef hak_class_stats_t g_retired[HAK_MAX_CLASSES]   # counters of exited threads
@@ -117,6 +118,8 @@ cdef free_other_fn g_free_other
 memset(g_retired, 0, sizeof(g_retired))
 memset(g_orphan_free, 0, sizeof(g_orphan_free))
 pthread_mutex_init(&g_tc_lock, NULL)
+assert sizeof(hak_tclass_t) == 64, "per-class cache state must be one cache line"
+assert sizeof(hak_slab_t) == 64, "slab metadata must be 64 bytes"
 
 
 cdef inline void _set_tag(void* p) noexcept nogil:
@@ -134,11 +137,12 @@ cdef void _debug_check_link(void* p, uint32_t c) noexcept nogil:
     cdef hak_slab_t* s
     if nxt == NULL:
         return
-    r = hak_region_of(g_l1, <uintptr_t>nxt)
+    r = hak_region_of(g_reg, <uintptr_t>nxt)
     if r != NULL:
         s = hak_slab_in(r, <uintptr_t>nxt)
-        if (s != &r.slabs[0] and s.cls == c and nxt >= <void*>s.start and nxt < <void*>s.bump
-                and (<uintptr_t>nxt - <uintptr_t>s.start) % hak_stride(c) == 0):
+        if (s != &r.slabs[0] and s.cls == c and nxt >= <void*>hak_slab_start(s)
+                and nxt < <void*>s.bump
+                and (<uintptr_t>nxt - <uintptr_t>hak_slab_start(s)) % hak_stride(c) == 0):
             return
     hak_die("write after free (free-list link overwritten)", p, c)
 
@@ -154,26 +158,30 @@ cdef void _debug_check_alloc(void* p, uint32_t c, bint linked) noexcept nogil:
 
 
 # ---- thread caches -----------------------------------------------------------
+
+# ---- thread caches -----------------------------------------------------------
 cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
-    """Copy the global configuration into a cache (magazine must be empty)."""
+    """Copy the global configuration into a cache (its magazine must be empty)."""
     cdef uint32_t c, size, b, cap
     tc.mag_classes = g_mag_classes
     tc.mag_cap = g_mag_cap
     tc.epoch = g_epoch
     for c in range(HAK_NCLASSES):
         size = hak_block_size(c)
+        tc.k[c].mag_lim = g_mag_cap if c < g_mag_classes else 0
+        tc.k[c].mag = &tc.mag[c * HAK_MAG_MAX_CAP] if c < HAK_MAG_MAX_CLASSES else NULL
         b = 8192 // size        # a refill moves about 8 KiB
         if b < 4:
             b = 4
         if b > g_batch:
             b = g_batch
-        tc.batch[c] = b
+        tc.cold[c].batch = b
         cap = 65536 // size     # a thread keeps at most ~64 KiB per class
         if cap > g_sll_cap:
             cap = g_sll_cap
         if cap < 2 * b:
             cap = 2 * b
-        tc.sll_cap[c] = cap
+        tc.k[c].sll_cap = cap
 
 
 cdef hak_tcache_t* _tc_create() noexcept nogil:
@@ -197,26 +205,29 @@ cdef void _mag_drain(hak_tcache_t* tc) noexcept nogil:
     """Move every magazine block onto its class's SLL."""
     cdef uint32_t c, i
     cdef void* p
-    for c in range(tc.mag_classes):
-        for i in range(tc.mag_top[c]):
-            p = tc.mag[c * HAK_MAG_MAX_CAP + i]
-            (<void**>p)[0] = tc.sll[c]
-            tc.sll[c] = p
-            tc.sll_n[c] += 1
-        tc.mag_top[c] = 0
+    cdef hak_tclass_t* k
+    for c in range(HAK_MAG_MAX_CLASSES):
+        k = &tc.k[c]
+        for i in range(k.mag_top):
+            p = k.mag[i]
+            (<void**>p)[0] = k.sll
+            k.sll = p
+            k.sll_n += 1
+        k.mag_top = 0
 
 
 cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
     """Keep the `keep` hottest SLL blocks, return the rest to their slabs."""
-    cdef void* p = tc.sll[c]
+    cdef hak_tclass_t* k = &tc.k[c]
+    cdef void* p = k.sll
     cdef void* rest
     cdef void* nxt
     cdef hak_slab_t* s
     cdef uint32_t i
     if keep == 0 or p == NULL:
         rest = p
-        tc.sll[c] = NULL
-        tc.sll_n[c] = 0
+        k.sll = NULL
+        k.sll_n = 0
     else:
         for i in range(keep - 1):
             if HAK_DEBUG:
@@ -226,7 +237,7 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
             p = (<void**>p)[0]
         rest = (<void**>p)[0]
         (<void**>p)[0] = NULL
-        tc.sll_n[c] = keep if rest != NULL else tc.sll_n[c]
+        k.sll_n = keep if rest != NULL else k.sll_n
     while rest != NULL:
         if HAK_DEBUG:
             _debug_check_link(rest, c)
@@ -240,7 +251,7 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
             hak_slab_list_remove(&tc.slabs[c], s)
             hak_slab_release(s)
         rest = nxt
-    tc.st[c].flushes += 1
+    tc.cold[c].flushes += 1
 
 
 cdef void _tc_release_slabs(hak_tcache_t* tc, bint abandon) noexcept nogil:
@@ -264,19 +275,25 @@ cdef void _tc_release_slabs(hak_tcache_t* tc, bint abandon) noexcept nogil:
             s = nxt
 
 
+cdef void _tc_stats_into(hak_tcache_t* tc, hak_class_stats_t* out) noexcept nogil:
+    """Add a cache's counters (hot and cold) to out[0..HAK_NCLASSES)."""
+    cdef uint32_t c
+    for c in range(HAK_NCLASSES):
+        out[c].mag_hit += hak_atomic_load_u64(&tc.k[c].mag_hit)
+        out[c].sll_pop += hak_atomic_load_u64(&tc.k[c].sll_pop)
+        out[c].free_mag += hak_atomic_load_u64(&tc.k[c].free_mag)
+        out[c].free_sll += hak_atomic_load_u64(&tc.k[c].free_sll)
+        out[c].mag_miss += hak_atomic_load_u64(&tc.cold[c].mag_miss)
+        out[c].free_remote += hak_atomic_load_u64(&tc.cold[c].free_remote)
+        out[c].refills += hak_atomic_load_u64(&tc.cold[c].refills)
+        out[c].flushes += hak_atomic_load_u64(&tc.cold[c].flushes)
+
+
 cdef void _tc_unregister(hak_tcache_t* tc) noexcept nogil:
     """Unlink a cache from the global list, folding its counters into g_retired."""
     global g_caches
-    cdef uint32_t c
-    cdef uint64_t* src
-    cdef uint64_t* dst
-    cdef size_t k, nwords = sizeof(hak_class_stats_t) // 8
     pthread_mutex_lock(&g_tc_lock)
-    for c in range(HAK_NCLASSES):
-        src = <uint64_t*>&tc.st[c]
-        dst = <uint64_t*>&g_retired[c]
-        for k in range(nwords):
-            dst[k] += src[k]
+    _tc_stats_into(tc, g_retired)
     if tc.gprev != NULL:
         tc.gprev.gnext = tc.gnext
     else:
@@ -339,13 +356,14 @@ cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
     cdef hak_slab_t* s = tc.cur[c]
     cdef void* head = NULL
     cdef uint32_t n = 0
+    cdef uint32_t want = <uint32_t>tc.cold[c].batch
     if s != NULL:
-        n = hak_slab_take(s, tc.batch[c], &head)
+        n = hak_slab_take(s, want, &head)
     if n == 0:
         s = tc.slabs[c]
         while s != NULL:
             if s != tc.cur[c] and hak_slab_has_free(s):
-                n = hak_slab_take(s, tc.batch[c], &head)
+                n = hak_slab_take(s, want, &head)
                 if n != 0:
                     break
             s = s.next
@@ -354,16 +372,17 @@ cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
             if s == NULL:
                 return 0
             hak_slab_list_push(&tc.slabs[c], s)
-            n = hak_slab_take(s, tc.batch[c], &head)
+            n = hak_slab_take(s, want, &head)
         tc.cur[c] = s
-    tc.sll[c] = head
-    tc.sll_n[c] = n
-    tc.st[c].refills += 1
+    tc.k[c].sll = head
+    tc.k[c].sll_n = n
+    tc.cold[c].refills += 1
     return 1
 
 
 cdef void* _malloc_slow(size_t n) noexcept nogil:
     cdef hak_tcache_t* tc
+    cdef hak_tclass_t* k
     cdef uint32_t c
     cdef void* p
     if n > <size_t>HAK_TINY_MAX:
@@ -377,43 +396,48 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
         _mag_drain(tc)
         _tc_apply(tc)
     c = hak_size_class(n)
-    if tc.sll[c] == NULL and not _refill(tc, c):
+    k = &tc.k[c]
+    if k.mag_lim:
+        tc.cold[c].mag_miss += 1
+    if k.sll == NULL and not _refill(tc, c):
         return NULL
-    p = tc.sll[c]
+    p = k.sll
     if HAK_DEBUG:
         _debug_check_alloc(p, c, True)
-    tc.sll[c] = (<void**>p)[0]
-    tc.sll_n[c] -= 1
-    tc.st[c].sll_pop += 1
+    k.sll = (<void**>p)[0]
+    k.sll_n -= 1
+    k.sll_pop += 1
     (<uint64_t*>p)[1] = 0
     return p
 
 
 cdef void* hak_malloc(size_t size) noexcept nogil:
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
-    cdef uint32_t c, t
+    cdef hak_tclass_t* k
+    cdef size_t c
+    cdef uint32_t t
     cdef void* p
     if hak_likely(size <= <size_t>HAK_TINY_MAX and tc != NULL):
         c = hak_size_class(size)
-        if c < tc.mag_classes:
-            t = tc.mag_top[c]
-            if hak_likely(t != 0):
-                t -= 1
-                tc.mag_top[c] = t
-                p = tc.mag[c * HAK_MAG_MAX_CAP + t]
-                tc.st[c].mag_hit += 1
-                if HAK_DEBUG:
-                    _debug_check_alloc(p, c, False)
-                (<uint64_t*>p)[1] = 0      # clear the free tag
-                return p
-            tc.st[c].mag_miss += 1
-        p = tc.sll[c]
+        k = &tc.k[c]
+        t = k.mag_top              # 0 for classes the magazine does not cover
+        if hak_likely(t != 0):
+            t -= 1
+            k.mag_top = t
+            p = k.mag[t]
+            k.mag_hit += 1
+            if HAK_DEBUG:
+                _debug_check_alloc(p, c, False)
+            (<uint64_t*>p)[1] = 0      # clear the free tag
+            return p
+        p = k.sll
         if hak_likely(p != NULL):
             if HAK_DEBUG:
                 _debug_check_alloc(p, c, True)
-            tc.sll[c] = (<void**>p)[0]
-            tc.sll_n[c] -= 1
-            tc.st[c].sll_pop += 1
+            k.sll = (<void**>p)[0]
+            k.sll_n -= 1
+            k.sll_pop += 1
+            tc.cold[c].mag_miss += k.mag_lim != 0   # branch-free miss count
             (<uint64_t*>p)[1] = 0
             return p
     return g_malloc_slow(size)
@@ -425,7 +449,7 @@ cdef void _free_remote(hak_slab_t* s, void* p, hak_tcache_t* tc) noexcept nogil:
     _set_tag(p)
     hak_remote_push(&s.remote_free, p)
     if tc != NULL:
-        tc.st[c].free_remote += 1
+        tc.cold[c].free_remote += 1
     else:
         hak_atomic_add_u64(&g_orphan_free[c], 1)
 
@@ -444,32 +468,32 @@ cdef void _debug_check_free(hak_slab_t* s, void* p) noexcept nogil:
 
 cdef void hak_free(void* p) noexcept nogil:
     cdef uintptr_t a = <uintptr_t>p
-    cdef hak_region_t* r = hak_region_of(g_l1, a)
     cdef hak_slab_t* s
     cdef hak_tcache_t* tc
+    cdef hak_tclass_t* k
     cdef uint32_t c, t, n
-    if hak_likely(r != NULL):
-        s = hak_slab_in(r, a)
+    if hak_likely(hak_is_tiny(g_reg, a)):
+        s = hak_slab_of(a)
         tc = <hak_tcache_t*>hak_tls_get()
         if HAK_DEBUG:
             _debug_check_free(s, p)
         if hak_likely(s.owner == <void*>tc):
             c = s.cls
+            k = &tc.k[c]
             _set_tag(p)
-            if c < tc.mag_classes:
-                t = tc.mag_top[c]
-                if hak_likely(t < tc.mag_cap):     # TinyHeapV2 supply hook
-                    tc.mag[c * HAK_MAG_MAX_CAP + t] = p
-                    tc.mag_top[c] = t + 1
-                    tc.st[c].free_mag += 1
-                    return
-            (<void**>p)[0] = tc.sll[c]
-            tc.sll[c] = p
-            n = tc.sll_n[c] + 1
-            tc.sll_n[c] = n
-            tc.st[c].free_sll += 1
-            if hak_unlikely(n > tc.sll_cap[c]):
-                g_flush(tc, c, tc.sll_cap[c] // 2)
+            t = k.mag_top
+            if hak_likely(t < k.mag_lim):      # TinyHeapV2 supply hook
+                k.mag[t] = p
+                k.mag_top = t + 1
+                k.free_mag += 1
+                return
+            (<void**>p)[0] = k.sll
+            k.sll = p
+            n = k.sll_n + 1
+            k.sll_n = n
+            k.free_sll += 1
+            if hak_unlikely(n > k.sll_cap):
+                g_flush(tc, c, k.sll_cap // 2)
             return
         g_free_remote(s, p, tc)
         return
@@ -493,7 +517,7 @@ g_free_other = _free_other
 cdef int hak_check_live(void* p) noexcept nogil:
     """HAK_OK if p is a live block of ours, else the HAK_E* code a free would give."""
     cdef uintptr_t a = <uintptr_t>p
-    cdef hak_region_t* r = hak_region_of(g_l1, a)
+    cdef hak_region_t* r = hak_region_of(g_reg, a)
     cdef hak_slab_t* s
     if p == NULL:
         return HAK_EFOREIGN
@@ -506,7 +530,7 @@ cdef int hak_check_live(void* p) noexcept nogil:
         return HAK_EDOUBLE             # every block of an empty slab is free
     if a >= <uintptr_t>s.bump:
         return HAK_EFOREIGN if a >= <uintptr_t>s.end else HAK_EDOUBLE
-    if (a - <uintptr_t>s.start) % hak_stride(s.cls) != 0:
+    if (a - <uintptr_t>hak_slab_start(s)) % hak_stride(s.cls) != 0:
         return HAK_EINTERIOR
     if _has_tag(p):
         return HAK_EDOUBLE
@@ -517,7 +541,7 @@ cdef int hak_free_checked(void* p) noexcept nogil:
     cdef int rc
     if p == NULL:
         return HAK_OK
-    if hak_region_of(g_l1, <uintptr_t>p) == NULL:
+    if hak_region_of(g_reg, <uintptr_t>p) == NULL:
         return HAK_OK if hak_large_free(p) == 0 else HAK_EFOREIGN
     rc = hak_check_live(p)
     if rc == HAK_OK:
@@ -527,7 +551,7 @@ cdef int hak_free_checked(void* p) noexcept nogil:
 
 cdef size_t hak_usable_size(void* p) noexcept nogil:
     cdef uintptr_t a = <uintptr_t>p
-    cdef hak_region_t* r = hak_region_of(g_l1, a)
+    cdef hak_region_t* r = hak_region_of(g_reg, a)
     if r != NULL:
         return hak_block_size(hak_slab_in(r, a).cls)
     if p == NULL:
@@ -556,7 +580,7 @@ cdef void* hak_realloc(void* p, size_t size) noexcept nogil:
     cdef void* q
     if p == NULL:
         return hak_malloc(size)
-    r = hak_region_of(g_l1, a)
+    r = hak_region_of(g_reg, a)
     if r != NULL:
         old = hak_block_size(hak_slab_in(r, a).cls)
         # Stay in place if it fits and would not waste more than half the block.
@@ -574,22 +598,16 @@ cdef void* hak_realloc(void* p, size_t size) noexcept nogil:
     return q
 
 
+
 cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil:
     """Sum the counters of live caches, exited threads and cacheless frees."""
     cdef hak_tcache_t* tc
     cdef uint32_t c
-    cdef size_t k, nwords = sizeof(hak_class_stats_t) // 8
-    cdef uint64_t* dst
-    cdef uint64_t* src
-    memcpy(out, g_retired, sizeof(g_retired))
     pthread_mutex_lock(&g_tc_lock)
+    memcpy(out, g_retired, sizeof(g_retired))
     tc = g_caches
     while tc != NULL:
-        for c in range(HAK_NCLASSES):
-            dst = <uint64_t*>&out[c]
-            src = <uint64_t*>&tc.st[c]
-            for k in range(nwords):
-                dst[k] += hak_atomic_load_u64(&src[k])
+        _tc_stats_into(tc, out)
         tc = tc.gnext
     for c in range(HAK_NCLASSES):
         out[c].free_remote += hak_atomic_load_u64(&g_orphan_free[c])
@@ -618,7 +636,6 @@ cdef void _fork_child() noexcept nogil:
     cdef hak_tcache_t* tc
     cdef hak_tcache_t* nxt
     cdef uint32_t c
-    cdef size_t k, nwords = sizeof(hak_class_stats_t) // 8
     hak_large_fork_child()
     hak_slab_fork_child()
     pthread_mutex_init(&g_tc_lock, NULL)
@@ -626,10 +643,13 @@ cdef void _fork_child() noexcept nogil:
     while tc != NULL:
         nxt = tc.gnext
         if tc != me:
+            _tc_stats_into(tc, g_retired)
             for c in range(HAK_NCLASSES):
-                for k in range(nwords):
-                    (<uint64_t*>&g_retired[c])[k] += (<uint64_t*>&tc.st[c])[k]
-                memset(&tc.st[c], 0, sizeof(hak_class_stats_t))
+                tc.k[c].mag_hit = 0
+                tc.k[c].sll_pop = 0
+                tc.k[c].free_mag = 0
+                tc.k[c].free_sll = 0
+            memset(tc.cold, 0, sizeof(tc.cold))
         tc = nxt
     g_caches = me
     if me != NULL:
@@ -639,7 +659,6 @@ cdef void _fork_child() noexcept nogil:
 
 pthread_key_create(&g_key, _tc_destructor)
 pthread_atfork(_fork_prepare, _fork_parent, _fork_child)
-
 
 # ---- Python surface (tests, REPL) ------------------------------------------
 _ERRORS = {
@@ -770,5 +789,5 @@ def _thread_cache_state():
         while s != NULL:
             n += 1
             s = s.next
-        out.append((tc.mag_top[c] if c < tc.mag_classes else 0, tc.sll_n[c], n))
+        out.append((tc.k[c].mag_top, tc.k[c].sll_n, n))
     return out

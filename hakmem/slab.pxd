@@ -16,8 +16,9 @@
 #   A slab is on exactly one list: the global pool, abandoned[cls], or its owner's
 #   per-class list; `next`/`prev` are that list's links.
 #
-# Registry: a two-level radix table over address bits 47..22 answers
-# "is this a tiny block of ours?" with two dependent loads and no lock.
+# Registry: a flat byte map over address bits 47..22 (64 MiB of reserved,
+# lazily-touched address space; one byte per 4 MiB region) answers "is this a tiny
+# block of ours?" with one load and no lock.
 from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint16_t, uint8_t
 
 cdef extern from *:
@@ -30,8 +31,7 @@ cdef extern from *:
     #define HAK_REGION_SIZE ((size_t)1 << HAK_REGION_SHIFT)
     #define HAK_SLABS_PER_REGION 64
     #define HAK_REGION_MAGIC 0x48414b4d454d5247ULL
-    #define HAK_REG_L1 4096
-    #define HAK_REG_L2 16384
+    #define HAK_REG_ENTRIES ((uintptr_t)1 << (48 - HAK_REGION_SHIFT))
     #define HAK_NO_OWNER ((void*)1)
     #define HAK_FREE_TAG 0x9e3779b97f4a7c15ULL
     /* slab states */
@@ -46,8 +46,7 @@ cdef extern from *:
     const size_t HAK_REGION_SIZE
     const int HAK_SLABS_PER_REGION
     const uint64_t HAK_REGION_MAGIC
-    const int HAK_REG_L1
-    const int HAK_REG_L2
+    const uintptr_t HAK_REG_ENTRIES
     void* HAK_NO_OWNER
     const uint64_t HAK_FREE_TAG
     const int HAK_SLAB_POOLED
@@ -55,20 +54,20 @@ cdef extern from *:
     const int HAK_SLAB_ABANDONED
 
 
+# 64 bytes exactly, so free() finds a slab's metadata with a shift, not a multiply.
+# The first block is derived (hak_slab_start); capacity = HAK_SLAB_SIZE // stride.
 cdef struct hak_slab_s:
     void* owner             # owning thread cache, or HAK_NO_OWNER
     void* local_free        # owner-only free list
     void* remote_free       # atomic Treiber stack of cross-thread frees
-    char* start             # first block
     char* bump              # first never-carved block
     char* end               # one past the last block
+    hak_slab_s* next
+    hak_slab_s* prev
     uint32_t used           # see the invariant above
-    uint32_t capacity       # blocks in this slab
     uint16_t cls
     uint8_t state           # HAK_SLAB_POOLED / ACTIVE / ABANDONED
     uint8_t committed       # 0 after trim() gave the pages back to the OS
-    hak_slab_s* next
-    hak_slab_s* prev
 ctypedef hak_slab_s hak_slab_t
 
 cdef struct hak_region_s:
@@ -76,6 +75,7 @@ cdef struct hak_region_s:
     hak_region_s* next      # all regions, for trim and stats
     hak_region_s* prev
     uint32_t npooled        # slabs of this region sitting in the pool
+    char pad[36]            # slabs[] starts on a cache line
     hak_slab_t slabs[64]    # slabs[0] is the header itself and never used
 ctypedef hak_region_s hak_region_t
 
@@ -90,19 +90,42 @@ cdef struct hak_slab_stats_t:
     uint64_t mmap_failures
 
 
-cdef inline hak_region_t* hak_region_of(uint8_t** l1, uintptr_t a) noexcept nogil:
-    """Region holding address a, or NULL if a is not in a tiny region of ours."""
-    cdef uintptr_t i1 = a >> 36
-    if i1 >= <uintptr_t>HAK_REG_L1:
-        return NULL
-    cdef uint8_t* l2 = l1[i1]
-    if l2 == NULL or l2[(a >> HAK_REGION_SHIFT) & (HAK_REG_L2 - 1)] == 0:
+cdef inline hak_region_t* hak_region_of(const uint8_t* reg, uintptr_t a) noexcept nogil:
+    """Region holding address a, or NULL if a is not in a tiny region of ours.
+
+    reg is hak_registry(); callers copy it once (its address never changes).
+    """
+    cdef uintptr_t i = a >> HAK_REGION_SHIFT
+    if i >= HAK_REG_ENTRIES or reg[i] == 0:
         return NULL
     return <hak_region_t*>(a & ~(HAK_REGION_SIZE - 1))
 
 
+cdef inline bint hak_is_tiny(const uint8_t* reg, uintptr_t a) noexcept nogil:
+    """True if a lies in one of our regions (the fast-path form of hak_region_of)."""
+    cdef uintptr_t i = a >> HAK_REGION_SHIFT
+    return i < HAK_REG_ENTRIES and reg[i] != 0
+
+
+cdef inline hak_slab_t* hak_slab_of(uintptr_t a) noexcept nogil:
+    """Slab metadata of an address already known to be in one of our regions."""
+    return &(<hak_region_t*>(a & ~(HAK_REGION_SIZE - 1))).slabs[
+        (a >> HAK_SLAB_SHIFT) & (HAK_SLABS_PER_REGION - 1)]
+
+
 cdef inline hak_slab_t* hak_slab_in(hak_region_t* r, uintptr_t a) noexcept nogil:
     return &r.slabs[(a >> HAK_SLAB_SHIFT) & (HAK_SLABS_PER_REGION - 1)]
+
+
+cdef inline hak_region_t* hak_region_of_slab(hak_slab_t* s) noexcept nogil:
+    # slab metadata lives in its region's header
+    return <hak_region_t*>(<uintptr_t>s & ~(HAK_REGION_SIZE - 1))
+
+
+cdef inline char* hak_slab_start(hak_slab_t* s) noexcept nogil:
+    """Address of the slab's first block."""
+    cdef hak_region_t* r = hak_region_of_slab(s)
+    return <char*>r + (<size_t>(s - &r.slabs[0]) << HAK_SLAB_SHIFT)
 
 
 # Intrusive doubly linked lists of slabs (pool, abandoned, owner lists).
@@ -124,7 +147,7 @@ cdef inline void hak_slab_list_remove(hak_slab_t** head, hak_slab_t* s) noexcept
     s.prev = NULL
 
 
-cdef uint8_t** hak_registry() noexcept nogil
+cdef const uint8_t* hak_registry() noexcept nogil
 cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil
 cdef void hak_slab_release(hak_slab_t* s) noexcept nogil
 cdef void hak_slab_abandon(hak_slab_t* s) noexcept nogil

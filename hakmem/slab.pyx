@@ -13,7 +13,7 @@ cdef extern from "<sys/mman.h>" nogil:
     void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
     int munmap(void* addr, size_t length)
     int madvise(void* addr, size_t length, int advice)
-    int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MADV_DONTNEED
+    int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE, MADV_DONTNEED
     void* MAP_FAILED
 
 cdef extern from "<pthread.h>" nogil:
@@ -53,35 +53,31 @@ from hakmem.classes cimport hak_block_size
 # ---- global state (guarded by g_lock) --------------------------------------
 cdef pthread_mutex_t g_lock
 pthread_mutex_init(&g_lock, NULL)
-cdef uint8_t* g_l1[4096]              # registry level 1 (HAK_REG_L1 entries)
+# The registry: one byte per 4 MiB of address space below 2**48. 64 MiB of address
+# space reserved at import; only pages covering our regions are ever touched.
+cdef uint8_t* g_reg = <uint8_t*>mmap(NULL, HAK_REG_ENTRIES, PROT_READ | PROT_WRITE,
+                                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+if g_reg == <uint8_t*>MAP_FAILED:
+    raise MemoryError("hakmem: cannot reserve the 64 MiB region registry")
 cdef hak_region_t* g_regions = NULL
 cdef hak_slab_t* g_pool = NULL        # empty slabs of any class
 cdef hak_slab_t* g_abandoned[HAK_NCLASSES]
 cdef hak_slab_stats_t g_st
 cdef uint64_t g_map_limit = 0         # 0 = unlimited; a test hook for OOM handling
-memset(g_l1, 0, sizeof(g_l1))
 memset(g_abandoned, 0, sizeof(g_abandoned))
 memset(&g_st, 0, sizeof(g_st))
 
 
-cdef uint8_t** hak_registry() noexcept nogil:
-    """The registry's level-1 table; its address never changes."""
-    return g_l1
+cdef const uint8_t* hak_registry() noexcept nogil:
+    """The registry byte map; its address never changes."""
+    return g_reg
 
 
 cdef bint _registry_set(uintptr_t a, uint8_t v) noexcept nogil:
-    cdef uintptr_t i1 = a >> 36
-    cdef uint8_t* l2
-    if i1 >= 4096:
+    cdef uintptr_t i = a >> HAK_REGION_SHIFT
+    if i >= HAK_REG_ENTRIES:
         return False
-    l2 = g_l1[i1]
-    if l2 == NULL:
-        l2 = <uint8_t*>mmap(NULL, HAK_REG_L2, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        if l2 == <uint8_t*>MAP_FAILED:
-            return False
-        g_l1[i1] = l2  # never freed: a few KiB per 64 GiB of address space
-    l2[(a >> HAK_REGION_SHIFT) & (HAK_REG_L2 - 1)] = v
+    g_reg[i] = v
     return True
 
 
@@ -123,7 +119,6 @@ cdef hak_region_t* _region_map() noexcept nogil:
         r.slabs[i].owner = HAK_NO_OWNER
         r.slabs[i].state = HAK_SLAB_POOLED
         r.slabs[i].committed = 1
-        r.slabs[i].start = base + (<size_t>i << HAK_SLAB_SHIFT)
         hak_slab_list_push(&g_pool, &r.slabs[i])
         r.npooled += 1
     g_st.bytes_mapped += sz
@@ -134,16 +129,16 @@ cdef hak_region_t* _region_map() noexcept nogil:
 
 cdef inline void _slab_format(hak_slab_t* s, uint32_t cls) noexcept nogil:
     cdef uint32_t stride = hak_stride(cls)
+    cdef char* start = hak_slab_start(s)
     s.cls = <uint16_t>cls
-    s.capacity = <uint32_t>(HAK_SLAB_SIZE // stride)
-    s.bump = s.start
-    s.end = s.start + <size_t>s.capacity * stride
+    s.bump = start
+    s.end = start + (HAK_SLAB_SIZE // stride) * stride
     s.local_free = NULL
     s.remote_free = NULL
     s.used = 0
     s.committed = 1
     if HAK_CANARY:
-        hak_debug_fill_canaries(s.start, s.end, stride, hak_block_size(cls))
+        hak_debug_fill_canaries(start, s.end, stride, hak_block_size(cls))
 
 
 cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
@@ -164,7 +159,7 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
             return NULL
         s = g_pool
         hak_slab_list_remove(&g_pool, s)
-        r = <hak_region_t*>(<uintptr_t>s.start & ~(HAK_REGION_SIZE - 1))
+        r = hak_region_of_slab(s)
         r.npooled -= 1
         g_st.slabs_pooled -= 1
         if not s.committed:
@@ -179,7 +174,7 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
 
 cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
     """Give an empty slab (used == 0, unlinked by its owner) back to the pool."""
-    cdef hak_region_t* r = <hak_region_t*>(<uintptr_t>s.start & ~(HAK_REGION_SIZE - 1))
+    cdef hak_region_t* r = hak_region_of_slab(s)
     pthread_mutex_lock(&g_lock)
     s.owner = HAK_NO_OWNER
     s.state = HAK_SLAB_POOLED
@@ -228,7 +223,7 @@ cdef bint hak_slab_has_free(hak_slab_t* s) noexcept nogil:
 cdef void _debug_check_link(hak_slab_t* s, void* p) noexcept nogil:
     """Debug builds: a local-free link must point at a carved block of this slab."""
     cdef char* n = <char*>(<void**>p)[0]
-    if n < s.start or n >= s.bump or (<uintptr_t>(n - s.start)) % hak_stride(s.cls) != 0:
+    if n < hak_slab_start(s) or n >= s.bump or (<uintptr_t>(n - hak_slab_start(s))) % hak_stride(s.cls) != 0:
         hak_slab_die_link(p, s.cls)
 
 
@@ -293,7 +288,7 @@ cdef size_t hak_slab_trim() noexcept nogil:
                 hak_slab_list_remove(&g_abandoned[c], s)
                 s.state = HAK_SLAB_POOLED
                 hak_slab_list_push(&g_pool, s)
-                r = <hak_region_t*>(<uintptr_t>s.start & ~(HAK_REGION_SIZE - 1))
+                r = hak_region_of_slab(s)
                 r.npooled += 1
                 g_st.slabs_abandoned -= 1
                 g_st.slabs_pooled += 1
@@ -322,7 +317,7 @@ cdef size_t hak_slab_trim() noexcept nogil:
     s = g_pool
     while s != NULL:
         if s.committed:
-            madvise(s.start, HAK_SLAB_SIZE, MADV_DONTNEED)
+            madvise(hak_slab_start(s), HAK_SLAB_SIZE, MADV_DONTNEED)
             s.committed = 0
             g_st.slabs_decommitted += 1
             freed += HAK_SLAB_SIZE

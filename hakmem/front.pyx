@@ -661,6 +661,15 @@ pthread_key_create(&g_key, _tc_destructor)
 pthread_atfork(_fork_prepare, _fork_parent, _fork_child)
 
 # ---- Python surface (tests, REPL) ------------------------------------------
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+
+
+cdef double _now() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec + t.tv_nsec * 1e-9
+
+
 _ERRORS = {
     HAK_EFOREIGN: "is not a block allocated by hakmem",
     HAK_EDOUBLE: "is already free (double free)",
@@ -791,3 +800,29 @@ def _thread_cache_state():
             s = s.next
         out.append((tc.k[c].mag_top, tc.k[c].sll_n, n))
     return out
+
+
+def _ring_in_module(long nops, int ws, size_t size):
+    """Bench hook: the seed's fixed-size ring run inside this module, where the C
+    compiler may inline hak_malloc/hak_free; the bench compares it with the same loop
+    in another module (the cimport path). Returns elapsed seconds."""
+    cdef void* ring[4096]
+    cdef long i
+    cdef int k
+    cdef double t0, t1
+    if ws <= 0 or ws > 4096 or nops < 0:
+        raise ValueError("ws must be in 1..4096 and nops >= 0")
+    for k in range(ws):
+        ring[k] = NULL
+    with nogil:
+        t0 = _now()
+        for i in range(nops):
+            k = <int>(i % ws)
+            if ring[k] != NULL:
+                hak_free(ring[k])
+            ring[k] = hak_malloc(size)
+            (<char*>ring[k])[0] = 1
+        for k in range(ws):
+            hak_free(ring[k])
+        t1 = _now()
+    return t1 - t0

@@ -19,13 +19,14 @@ from hakmem import front as _front      # noqa: E402
 from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
+from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
     "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
-    "trim", "thread_flush",
+    "trim", "thread_flush", "install", "uninstall", "installed",
 ]
 
 
@@ -77,3 +78,6 @@ def get_include():
 
 if _CONFIG["stats_at_exit"]:
     _atexit.register(lambda: print(stats_table(), file=__import__("sys").stderr))
+
+if _CONFIG["install_at_import"]:   # HAKMEM_INSTALL: see docs/install.md
+    install(_CONFIG["install_at_import"])

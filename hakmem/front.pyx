@@ -34,6 +34,10 @@ cdef extern from *:
     #define hak_tls_get() (hak_tls_tc)
     #define hak_tls_set(p) (hak_tls_tc = (p))
     #define HAK_NOINLINE __attribute__((noinline))
+    /* Keep the slow paths out of hak_malloc / hak_free (Cython's names for them). */
+    struct __pyx_t_6hakmem_5front_hak_tcache_t;
+    static void* __pyx_f_6hakmem_5front__malloc_slow(size_t) __attribute__((noinline, cold));
+    static void __pyx_f_6hakmem_5front__flush(struct __pyx_t_6hakmem_5front_hak_tcache_t*, uint32_t, uint32_t) __attribute__((noinline, cold));
 
     /* Debug builds: poison freed blocks, check canaries and poison, abort loudly. */
     #include <stdio.h>

@@ -53,7 +53,12 @@ def print_stats(file=None) -> None:
 def main(args: argparse.Namespace) -> Optional[int]:
     """Run the program named by ``args`` (from :func:`add_run_parser`) under hakmem."""
     import hakmem
+    from hakmem.pyalloc import _parse_domains
 
+    try:
+        want = _parse_domains(args.domains, "hakmem run --domains")
+    except (ValueError, TypeError) as e:
+        raise SystemExit(str(e)) from None
     argv: List[str] = list(args.argv)
     module = None
     if args.module is not None:
@@ -79,8 +84,6 @@ def main(args: argparse.Namespace) -> Optional[int]:
         raise SystemExit(f"hakmem run: can't open file {argv[0]!r}: no such file")
 
     # Domains HAKMEM_INSTALL already installed at import are kept as they are.
-    from hakmem.pyalloc import _parse_domains
-    want = _parse_domains(args.domains, "hakmem run --domains")
     missing = [d for d in want if d not in hakmem.installed()]
     if missing:
         hakmem.install(missing)

@@ -136,15 +136,21 @@ def run_workload(name: str, scale: int = 1) -> str:
 
 def time_workloads(names: Optional[Iterable[str]] = None, scale: int = 1,
                    repeat: int = 3) -> Dict[str, Dict[str, object]]:
-    """Time workloads in this process: ``{name: {"best": s, "times": [...], "digest": d}}``."""
+    """Time workloads in this process: ``{name: {"best": s, "times": [...], "digest": d}}``.
+
+    Times are CPU seconds of this process (``time.process_time``), so that other load
+    on the machine does not count; one untimed warm-up run comes first.
+    """
     out: Dict[str, Dict[str, object]] = {}
     for name in (list(names) if names else list(WORKLOADS)):
         times = []
-        digest = None
+        digest = run_workload(name, scale)          # warm-up: caches, slabs, pools
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            digest = run_workload(name, scale)
-            times.append(time.perf_counter() - t0)
+            t0 = time.process_time()
+            d = run_workload(name, scale)
+            times.append(time.process_time() - t0)
+            if d != digest:
+                raise RuntimeError(f"workload {name}: digest changed between runs")
         out[name] = {"best": min(times), "times": times, "digest": digest}
     return out
 

@@ -19,13 +19,14 @@ from hakmem import front as _front      # noqa: E402
 from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
+from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
     "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
-    "trim", "thread_flush",
+    "trim", "thread_flush", "install", "uninstall", "installed",
 ]
 
 
@@ -35,6 +36,10 @@ def _apply(cfg):
 
 
 _apply(_CONFIG)
+
+
+# Settings configure() may change; the rest act at import only.
+_RUNTIME_KEYS = ("heap_v2", "mag_cap", "mag_classes", "refill_batch", "sll_cap")
 
 
 def config():
@@ -50,10 +55,11 @@ def configure(**overrides):
     Values are checked as the env switches are (ConfigError on a bad one).
     """
     env = {}
-    by_key = {sw.key: sw for sw in _config.SWITCHES}
+    by_key = {sw.key: sw for sw in _config.SWITCHES if sw.key in _RUNTIME_KEYS}
     for k, v in overrides.items():
         if k not in by_key:
-            raise ConfigError(f"unknown setting {k!r}; known: {', '.join(sorted(by_key))}")
+            raise ConfigError(f"unknown setting {k!r}; settable at run time: "
+                              f"{', '.join(sorted(by_key))}")
         env[by_key[k].env] = str(int(v)) if isinstance(v, bool) else str(v)
     new = dict(_CONFIG)
     for sw in _config.SWITCHES:
@@ -77,3 +83,6 @@ def get_include():
 
 if _CONFIG["stats_at_exit"]:
     _atexit.register(lambda: print(stats_table(), file=__import__("sys").stderr))
+
+if _CONFIG["install_at_import"]:   # HAKMEM_INSTALL: see docs/install.md
+    install(_CONFIG["install_at_import"])

@@ -61,6 +61,18 @@ class Switch:
     doc: str
 
 
+def _parse_domains(name: str, raw: str) -> tuple:
+    v = raw.strip().lower()
+    if v in _FALSE:
+        return ()
+    if v in _TRUE:
+        return ("obj", "mem")
+    parts = tuple(dict.fromkeys(v.replace(",", " ").split()))
+    if any(p not in ("obj", "mem") for p in parts):
+        raise ConfigError(f"{name}={raw!r}: expected 1/0 or a list of domains from obj,mem")
+    return parts
+
+
 # Defaults chosen by measurement; see docs/config.md for the figures.
 SWITCHES = (
     Switch("HAKMEM_TINY_HEAP_V2", "heap_v2", True, _parse_bool,
@@ -75,6 +87,8 @@ SWITCHES = (
            "Most blocks a thread keeps per class before it returns half to their slabs."),
     Switch("HAKMEM_STATS", "stats_at_exit", False, _parse_bool,
            "Print the stats table to stderr at interpreter exit."),
+    Switch("HAKMEM_INSTALL", "install_at_import", (), _parse_domains,
+           "Install hakmem as CPython's allocator (PEP 445) when hakmem is imported: 1 = obj,mem; or a list like obj,mem."),
 )
 
 

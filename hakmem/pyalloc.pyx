@@ -1,0 +1,284 @@
+"""hakmem.pyalloc — hakmem as CPython's allocator for the "mem" and "obj" domains (PEP 445).
+
+A hook is a PyMemAllocatorEx whose ctx points at one hook_t (one per domain). It sits
+on top of the allocator that was installed before it (`old`: pymalloc, or the debug
+hooks, or whatever was there) and routes:
+
+  malloc/calloc(n)   active and n <= 1024     -> hakmem (old allocator if hakmem is out of memory)
+                     otherwise                -> old
+  free(p)            p in a hakmem region     -> hak_free
+                     otherwise (NULL too)     -> old
+  realloc(p, n)      p NULL                   -> malloc(n)
+                     p in a region, n <= 1024, active -> hak_realloc (stays tiny)
+                     p in a region, otherwise -> old.malloc(n), copy, hak_free   ("moved out")
+                     p not ours               -> old.realloc  (its size is unknown to us,
+                                                 so a shrinking big block stays in old)
+
+"Is p ours?" is the slab registry (two dependent loads, no lock): only tiny blocks live
+in regions, and hakmem never hands this hook a large block, so region membership
+decides alone. A block of the old allocator can never lie in a region: a region's
+registry entry is cleared before it is unmapped.
+
+Uninstall keeps the hook in the chain and turns it to pass-through (`active = 0`):
+objects allocated by hakmem while it was active outlive uninstall() and must still be
+freed by hakmem. Restoring `old` would hand those pointers to pymalloc (a crash). A
+pass-through hook costs one registry lookup per free. install() after uninstall()
+flips the same hook back on.
+
+Thread safety: CPython calls the mem and obj domains with the GIL held, which
+serialises the hook's counters and install()/uninstall(); hakmem itself is thread-safe
+(threads take turns on the GIL, blocks migrate between thread caches as remote frees).
+The raw domain (called without the GIL) is never touched.
+"""
+from libc.stdint cimport uintptr_t, uint64_t, uint8_t
+from libc.string cimport memcpy, memset
+
+from hakmem.classes cimport HAK_TINY_MAX, hak_likely
+from hakmem.slab cimport hak_is_tiny, hak_registry
+from hakmem.front cimport hak_malloc, hak_calloc, hak_realloc, hak_free, hak_usable_size
+
+cdef extern from "Python.h":
+    ctypedef enum PyMemAllocatorDomain:
+        PYMEM_DOMAIN_RAW
+        PYMEM_DOMAIN_MEM
+        PYMEM_DOMAIN_OBJ
+    ctypedef struct PyMemAllocatorEx:
+        void* ctx
+        void* (*malloc)(void* ctx, size_t size) noexcept nogil
+        void* (*calloc)(void* ctx, size_t nelem, size_t elsize) noexcept nogil
+        void* (*realloc)(void* ctx, void* ptr, size_t new_size) noexcept nogil
+        void (*free)(void* ctx, void* ptr) noexcept nogil
+    void PyMem_GetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx* allocator)
+    void PyMem_SetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx* allocator)
+
+cdef extern from *:
+    """
+    /* n * size without overflow, and whether it fits the tiny range */
+    static inline int hak_tiny_product(size_t n, size_t size, size_t* out) {
+        return !__builtin_mul_overflow(n, size, out) && *out <= HAK_TINY_MAX;
+    }
+    """
+    bint hak_tiny_product(size_t n, size_t size, size_t* out) nogil
+
+
+cdef struct hook_t:
+    PyMemAllocatorEx old    # the allocator below this hook (valid once hooked)
+    int hooked              # our functions were set for this domain (never undone)
+    int active              # 1: tiny requests go to hakmem; 0: pass-through
+    uint64_t tiny_allocs    # malloc/calloc/realloc(NULL) served by hakmem
+    uint64_t old_allocs     # ... served by the old allocator
+    uint64_t tiny_frees     # frees of hakmem blocks
+    uint64_t old_frees      # frees handed to the old allocator (NULL included)
+    uint64_t tiny_reallocs  # reallocs that stayed in hakmem
+    uint64_t old_reallocs   # reallocs handed to the old allocator
+    uint64_t moved_out      # hakmem blocks moved to the old allocator by a realloc
+    uint64_t oom_fallbacks  # tiny requests hakmem could not serve (old allocator used)
+
+
+cdef const uint8_t* g_reg = hak_registry()   # the registry's address never moves
+cdef hook_t g_hooks[2]                    # [0] = mem, [1] = obj
+memset(g_hooks, 0, sizeof(g_hooks))
+
+_DOMAINS = {"mem": (0, PYMEM_DOMAIN_MEM), "obj": (1, PYMEM_DOMAIN_OBJ)}
+
+
+# ---- the hook functions (called by CPython with the GIL held) -------------------
+cdef inline bint _ours(void* p) noexcept nogil:
+    return hak_is_tiny(g_reg, <uintptr_t>p)
+
+
+cdef void* _hook_malloc(void* ctx, size_t n) noexcept nogil:
+    cdef hook_t* h = <hook_t*>ctx
+    cdef void* p
+    if hak_likely(n <= <size_t>HAK_TINY_MAX and h.active):
+        p = hak_malloc(n)          # n == 0 gets a unique 16-byte block
+        if hak_likely(p != NULL):
+            h.tiny_allocs += 1
+            return p
+        h.oom_fallbacks += 1
+    h.old_allocs += 1
+    return h.old.malloc(h.old.ctx, n)
+
+
+cdef void* _hook_calloc(void* ctx, size_t nelem, size_t elsize) noexcept nogil:
+    cdef hook_t* h = <hook_t*>ctx
+    cdef size_t total
+    cdef void* p
+    if h.active and hak_tiny_product(nelem, elsize, &total):
+        p = hak_calloc(total, 1)
+        if p != NULL:
+            h.tiny_allocs += 1
+            return p
+        h.oom_fallbacks += 1
+    h.old_allocs += 1
+    return h.old.calloc(h.old.ctx, nelem, elsize)
+
+
+cdef void* _move_out(hook_t* h, void* p, size_t n) noexcept nogil:
+    """Realloc of a hakmem block into the old allocator: copy, then free ours."""
+    cdef size_t have = hak_usable_size(p)
+    cdef void* q = h.old.malloc(h.old.ctx, n)
+    if q == NULL:
+        return NULL                # p untouched, as realloc promises
+    memcpy(q, p, n if n < have else have)
+    hak_free(p)
+    h.moved_out += 1
+    return q
+
+
+cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
+    cdef hook_t* h = <hook_t*>ctx
+    cdef void* q
+    if p == NULL:
+        return _hook_malloc(ctx, n)
+    if _ours(p):
+        if n <= <size_t>HAK_TINY_MAX and h.active:
+            q = hak_realloc(p, n)  # stays tiny: n == 0 keeps or gets a 16-byte block
+            if q != NULL:
+                h.tiny_reallocs += 1
+                return q
+            h.oom_fallbacks += 1
+        return _move_out(h, p, n)
+    h.old_reallocs += 1
+    return h.old.realloc(h.old.ctx, p, n)
+
+
+cdef void _hook_free(void* ctx, void* p) noexcept nogil:
+    cdef hook_t* h = <hook_t*>ctx
+    if hak_likely(_ours(p)):
+        h.tiny_frees += 1
+        hak_free(p)
+        return
+    h.old_frees += 1
+    h.old.free(h.old.ctx, p)
+
+
+# ---- Python surface ----------------------------------------------------------------
+def _parse_domains(domains, where):
+    if isinstance(domains, str):
+        domains = [d for d in domains.replace(",", " ").split()]
+    try:
+        out = tuple(dict.fromkeys(domains))
+    except TypeError:
+        raise TypeError(f"{where}: domains must be a string or an iterable of strings, "
+                        f"not {type(domains).__name__}") from None
+    if not out:
+        raise ValueError(f"{where}: no domain given; choose from 'obj', 'mem'")
+    for d in out:
+        if d not in _DOMAINS:
+            if d == "raw":
+                raise ValueError(f"{where}: the 'raw' domain is called without the GIL "
+                                 "and is never replaced; choose from 'obj', 'mem'")
+            raise ValueError(f"{where}: unknown domain {d!r}; choose from 'obj', 'mem'")
+    return out
+
+
+def _tracemalloc_tracing():
+    import sys
+    tm = sys.modules.get("tracemalloc")
+    return tm is not None and tm.is_tracing()
+
+
+def install(domains=("obj", "mem")):
+    """Serve CPython's small allocations (<= 1024 bytes) of ``domains`` from hakmem.
+
+    ``domains`` is a subset of ``("obj", "mem")`` (or a string like ``"obj,mem"``).
+    Larger requests, and blocks allocated before this call, stay with the allocator
+    that was installed before (pymalloc). RuntimeError if a requested domain is already
+    installed (nothing changed then), or if tracemalloc is tracing: its ``stop()``
+    would restore the allocator it saved and drop hakmem's hook while hakmem blocks
+    are live (start tracemalloc after install() instead). Returns the domains that
+    are now installed.
+    """
+    cdef hook_t* h
+    cdef PyMemAllocatorEx ours
+    todo = _parse_domains(domains, "install()")
+    busy = [d for d in todo if g_hooks[_DOMAINS[d][0]].active]
+    if busy:
+        raise RuntimeError(f"install(): hakmem is already installed for domain(s) "
+                           f"{', '.join(busy)}; call uninstall() first")
+    if _tracemalloc_tracing() and any(not g_hooks[_DOMAINS[d][0]].hooked for d in todo):
+        raise RuntimeError("install(): tracemalloc is tracing; tracemalloc.stop() would "
+                           "remove hakmem's hook while hakmem blocks are live. Start "
+                           "tracemalloc after install(), or stop it first")
+    for d in todo:
+        i, dom = _DOMAINS[d]
+        h = &g_hooks[i]
+        if not h.hooked:
+            PyMem_GetAllocator(dom, &h.old)
+            ours.ctx = h
+            ours.malloc = _hook_malloc
+            ours.calloc = _hook_calloc
+            ours.realloc = _hook_realloc
+            ours.free = _hook_free
+            h.active = 1
+            h.hooked = 1
+            PyMem_SetAllocator(dom, &ours)
+        else:
+            h.active = 1       # the pass-through hook is still in the chain: switch it on
+    return installed()
+
+
+def uninstall(domains=None):
+    """Stop serving new allocations of ``domains`` (default: all installed) from hakmem.
+
+    The hook stays in CPython's allocator chain in pass-through mode, so blocks that
+    hakmem handed out while installed are still freed (and reallocated) correctly;
+    new requests go to the previous allocator. RuntimeError if hakmem is not installed
+    for a requested domain (nothing changed then). Returns the domains still installed.
+    """
+    if domains is None:
+        todo = installed()
+        if not todo:
+            raise RuntimeError("uninstall(): hakmem is not installed")
+    else:
+        todo = _parse_domains(domains, "uninstall()")
+        idle = [d for d in todo if not g_hooks[_DOMAINS[d][0]].active]
+        if idle:
+            raise RuntimeError(f"uninstall(): hakmem is not installed for domain(s) "
+                               f"{', '.join(idle)}")
+    for d in todo:
+        g_hooks[_DOMAINS[d][0]].active = 0
+    return installed()
+
+
+def installed():
+    """The domains whose small allocations hakmem serves now, e.g. ``("obj", "mem")``."""
+    return tuple(d for d in ("obj", "mem") if g_hooks[_DOMAINS[d][0]].active)
+
+
+def hook_stats():
+    """Per-domain routing counters of the hook: ``{"obj": {...}, "mem": {...}}``.
+
+    Each dict has ``hooked`` (the hook is in CPython's chain), ``active`` (serving
+    from hakmem), and counts of allocations, frees and reallocs that went to hakmem
+    (``tiny_*``) or to the previous allocator (``old_*``), ``moved_out`` (hakmem
+    blocks a realloc moved to the previous allocator) and ``oom_fallbacks``.
+    """
+    cdef hook_t* h
+    out = {}
+    for d in ("obj", "mem"):
+        h = &g_hooks[_DOMAINS[d][0]]
+        out[d] = dict(hooked=bool(h.hooked), active=bool(h.active),
+                      tiny_allocs=h.tiny_allocs, old_allocs=h.old_allocs,
+                      tiny_frees=h.tiny_frees, old_frees=h.old_frees,
+                      tiny_reallocs=h.tiny_reallocs, old_reallocs=h.old_reallocs,
+                      moved_out=h.moved_out, oom_fallbacks=h.oom_fallbacks)
+    return out
+
+
+def format_hook_stats(st=None):
+    """The hook counters as a short text table (printed by ``run --stats``)."""
+    st = hook_stats() if st is None else st
+    lines = ["hakmem PEP 445 hook",
+             f"{'domain':>6} {'state':>12} {'hakmem allocs':>14} {'old allocs':>11} "
+             f"{'hakmem frees':>13} {'old frees':>10} {'moved out':>10}"]
+    for d, s in st.items():
+        state = "active" if s["active"] else ("pass-through" if s["hooked"] else "-")
+        allocs = s["tiny_allocs"] + s["old_allocs"]
+        share = f" ({100 * s['tiny_allocs'] / allocs:.1f}%)" if allocs else ""
+        lines.append(f"{d:>6} {state:>12} {s['tiny_allocs']:>14} {s['old_allocs']:>11} "
+                     f"{s['tiny_frees']:>13} {s['old_frees']:>10} {s['moved_out']:>10}"
+                     + share)
+    return "\n".join(lines)
+

@@ -67,8 +67,10 @@ cdef struct hak_tcache_t:
     hak_tclass_t k[HAK_MAX_CLASSES]
     void* mag[HAK_MAG_MAX_CLASSES * HAK_MAG_MAX_CAP]
     hak_tcold_t cold[HAK_MAX_CLASSES]
-    hak_slab_t* slabs[HAK_MAX_CLASSES]   # owned slabs per class
-    hak_slab_t* cur[HAK_MAX_CLASSES]     # where refills look first
+    hak_slab_t* slabs[HAK_MAX_CLASSES]   # owned slabs that may have free blocks,
+                                         # the one most recently freed into first
+    hak_slab_t* full[HAK_MAX_CLASSES]    # owned slabs a refill found exhausted
+    hak_slab_t* cur[HAK_MAX_CLASSES]     # the slab of the last refill (kept even if empty)
     uint32_t mag_classes        # classes the magazine covers (0 when it is off)
     uint32_t mag_cap
     uint32_t epoch              # config generation this cache was set up for

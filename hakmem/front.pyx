@@ -22,8 +22,9 @@ from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_in, 
                           hak_slab_drain_remote, hak_slab_take, hak_slab_has_free,
                           hak_slab_trim, hak_slab_fork_prepare, hak_slab_fork_parent,
                           hak_slab_fork_child, HAK_FREE_TAG, HAK_SLAB_SHIFT,
-                          HAK_SLAB_POOLED, HAK_REGION_SIZE)
-from hakmem.remote cimport hak_remote_push, hak_atomic_add_u64, hak_atomic_load_u64
+                          HAK_SLAB_POOLED, HAK_SLAB_ACTIVE, HAK_SLAB_FULL, HAK_REGION_SIZE)
+from hakmem.remote cimport (hak_remote_push, hak_atomic_add_u64, hak_atomic_load_u64,
+                            hak_atomic_load_ptr)
 from hakmem.large cimport (hak_large_alloc, hak_large_free, hak_large_usable,
                            hak_large_realloc, hak_large_fork_prepare,
                            hak_large_fork_parent, hak_large_fork_child)
@@ -248,10 +249,24 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
         s.local_free = rest
         s.used -= 1
         if s.used == 0 and s != tc.cur[c]:
-            hak_slab_list_remove(&tc.slabs[c], s)
+            _slab_unlink(tc, c, s)
             hak_slab_release(s)
+        elif tc.slabs[c] != s:
+            # Most recently freed-into first, as pymalloc orders its pools: the
+            # next refills hand out the blocks that are likeliest still cached.
+            _slab_unlink(tc, c, s)
+            hak_slab_list_push(&tc.slabs[c], s)
         rest = nxt
     tc.cold[c].flushes += 1
+
+
+cdef inline void _slab_unlink(hak_tcache_t* tc, uint32_t c, hak_slab_t* s) noexcept nogil:
+    """Take an owned slab off whichever of its owner's lists holds it."""
+    if s.state == HAK_SLAB_FULL:
+        hak_slab_list_remove(&tc.full[c], s)
+        s.state = HAK_SLAB_ACTIVE
+    else:
+        hak_slab_list_remove(&tc.slabs[c], s)
 
 
 cdef void _tc_release_slabs(hak_tcache_t* tc, bint abandon) noexcept nogil:
@@ -260,6 +275,11 @@ cdef void _tc_release_slabs(hak_tcache_t* tc, bint abandon) noexcept nogil:
     cdef hak_slab_t* s
     cdef hak_slab_t* nxt
     for c in range(HAK_NCLASSES):
+        # full slabs first back on the main list, so one walk sees them all
+        while tc.full[c] != NULL:
+            s = tc.full[c]
+            _slab_unlink(tc, c, s)
+            hak_slab_list_push(&tc.slabs[c], s)
         s = tc.slabs[c]
         while s != NULL:
             nxt = s.next
@@ -353,27 +373,41 @@ cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
 # ---- refill / slow paths -----------------------------------------------------
 cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
     """Fill the (empty) SLL of class c with a batch; 0 when out of memory."""
-    cdef hak_slab_t* s = tc.cur[c]
+    cdef hak_slab_t* s = tc.slabs[c]
+    cdef hak_slab_t* nxt
     cdef void* head = NULL
     cdef uint32_t n = 0
     cdef uint32_t want = <uint32_t>tc.cold[c].batch
-    if s != NULL:
+    # Front to back: the slab most recently freed into comes first. Slabs found
+    # exhausted move to the full list, so later refills do not walk them again.
+    while s != NULL:
         n = hak_slab_take(s, want, &head)
+        if n != 0:
+            break
+        nxt = s.next
+        hak_slab_list_remove(&tc.slabs[c], s)
+        hak_slab_list_push(&tc.full[c], s)
+        s.state = HAK_SLAB_FULL
+        s = nxt
     if n == 0:
-        s = tc.slabs[c]
+        # Before mapping more: full slabs may have had blocks freed by other threads.
+        s = tc.full[c]
         while s != NULL:
-            if s != tc.cur[c] and hak_slab_has_free(s):
+            nxt = s.next
+            if hak_atomic_load_ptr(&s.remote_free) != NULL:
+                _slab_unlink(tc, c, s)
+                hak_slab_list_push(&tc.slabs[c], s)
                 n = hak_slab_take(s, want, &head)
                 if n != 0:
                     break
-            s = s.next
-        while n == 0:
-            s = hak_slab_acquire(c, tc)
-            if s == NULL:
-                return 0
-            hak_slab_list_push(&tc.slabs[c], s)
-            n = hak_slab_take(s, want, &head)
-        tc.cur[c] = s
+            s = nxt
+    while n == 0:
+        s = hak_slab_acquire(c, tc)
+        if s == NULL:
+            return 0
+        hak_slab_list_push(&tc.slabs[c], s)
+        n = hak_slab_take(s, want, &head)
+    tc.cur[c] = s
     tc.k[c].sll = head
     tc.k[c].sll_n = n
     tc.cold[c].refills += 1
@@ -795,6 +829,10 @@ def _thread_cache_state():
     for c in range(HAK_NCLASSES):
         n = 0
         s = tc.slabs[c]
+        while s != NULL:
+            n += 1
+            s = s.next
+        s = tc.full[c]
         while s != NULL:
             n += 1
             s = s.next

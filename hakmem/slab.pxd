@@ -38,6 +38,7 @@ cdef extern from *:
     #define HAK_SLAB_POOLED 0
     #define HAK_SLAB_ACTIVE 1
     #define HAK_SLAB_ABANDONED 2
+    #define HAK_SLAB_FULL 3      /* active, on its owner's full list */
     #endif
     """
     const int HAK_SLAB_SHIFT
@@ -52,6 +53,7 @@ cdef extern from *:
     const int HAK_SLAB_POOLED
     const int HAK_SLAB_ACTIVE
     const int HAK_SLAB_ABANDONED
+    const int HAK_SLAB_FULL
 
 
 # 64 bytes exactly, so free() finds a slab's metadata with a shift, not a multiply.
@@ -66,7 +68,7 @@ cdef struct hak_slab_s:
     hak_slab_s* prev
     uint32_t used           # see the invariant above
     uint16_t cls
-    uint8_t state           # HAK_SLAB_POOLED / ACTIVE / ABANDONED
+    uint8_t state           # HAK_SLAB_POOLED / ACTIVE / FULL / ABANDONED
     uint8_t committed       # 0 after trim() gave the pages back to the OS
 ctypedef hak_slab_s hak_slab_t
 

@@ -60,6 +60,7 @@ cdef struct hak_pool_t:
     uint32_t chunks_cap             # room in `chunks`
     uint32_t npresent               # chunks holding memory
     uint32_t ntrimmed               # chunks that may be repopulated
+    uint32_t trim_hint              # no TRIMMED chunk below this index
     uint32_t free_head              # first free slot, or HAK_POOL_END
     uint64_t nfree                  # slots on the free list
     uint64_t live                   # live records

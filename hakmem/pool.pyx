@@ -266,9 +266,10 @@ cdef int _grow(hak_pool_t* p) noexcept nogil:
     cdef uint16_t* gen
     cdef int64_t jj
     if p.ntrimmed:
-        c = 0
+        c = p.trim_hint                 # amortised O(1): the hint only moves forward
         while c < p.nchunks and p.chunks[c].state != HAK_PCHUNK_TRIMMED:
             c += 1
+        p.trim_hint = c + 1
     if c == p.nchunks:
         if c >= maxchunks:
             return -1
@@ -409,6 +410,8 @@ cdef size_t _trim_locked(hak_pool_t* p) noexcept nogil:
         if (top | 1) + 2 <= _GEN_LAST:  # room for one more generation above `top`
             ch.state = HAK_PCHUNK_TRIMMED
             p.ntrimmed += 1
+            if c < p.trim_hint:
+                p.trim_hint = c
         else:
             ch.state = HAK_PCHUNK_DEAD
     _rebuild_free(p)
@@ -424,7 +427,7 @@ cdef void _release_all(hak_pool_t* p) noexcept nogil:
             hak_free(p.chunks[c].gen)
     hak_free(p.chunks)
     p.chunks = NULL
-    p.nchunks = p.chunks_cap = p.npresent = p.ntrimmed = 0
+    p.nchunks = p.chunks_cap = p.npresent = p.ntrimmed = p.trim_hint = 0
     p.free_head = HAK_POOL_END
     p.nfree = p.live = p.retired = p.nbytes = 0
 
@@ -1551,6 +1554,8 @@ cdef class RecordPool:
             elif st == HAK_PCHUNK_TRIMMED:
                 p.chunks[c].state = HAK_PCHUNK_TRIMMED
                 p.ntrimmed += 1
+                if c < p.trim_hint:
+                    p.trim_hint = c
             else:
                 p.chunks[c].state = HAK_PCHUNK_DEAD
         _rebuild_free(p)

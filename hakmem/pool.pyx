@@ -1631,7 +1631,7 @@ cdef object _alloc_vc(PyObject* self_, PyObject** args, Py_ssize_t nargs, PyObje
 hak_alloc_def.ml_name = b"alloc"
 hak_alloc_def.ml_meth = <void*>_alloc_vc
 hak_alloc_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
-hak_alloc_def.ml_doc = (b"alloc(*values, **fields) -> handle\n\n"
+hak_alloc_def.ml_doc = (b"alloc($self, /, *values, **fields)\n--\n\n"
     b"Allocate a record; return its handle (an int). Fields are given by position\n"
     b"(declaration order) and/or by name; fields not given are zero. Every value is\n"
     b"checked before anything is written (TypeError / OverflowError / AttributeError\n"

@@ -35,6 +35,12 @@ def snapshot(p):
 
 
 # ---- basics ----------------------------------------------------------------------
+def test_alloc_signature():
+    import inspect
+    assert str(inspect.signature(RecordPool.alloc)) == "(self, /, *values, **fields)"
+    assert "Allocate a record" in RecordPool.alloc.__doc__
+
+
 def test_exports():
     assert issubclass(StaleHandleError, KeyError)
     for name in ("RecordPool", "StaleHandleError", "RecordView"):
@@ -701,11 +707,27 @@ def test_python_threads_bulk_and_single():
         except Exception as e:        # pragma: no cover - reported below
             errors.append(e)
 
+    stop = threading.Event()
+
+    def churn():                       # trim / stats / snapshots while the others work
+        try:
+            while not stop.is_set():
+                p.trim()
+                p.stats()
+                hs = p.handles()
+                assert len(set(hs.tolist())) == len(hs)
+        except Exception as e:        # pragma: no cover - reported below
+            errors.append(e)
+
     ts = [threading.Thread(target=work, args=(t,)) for t in range(nthreads)]
+    side = threading.Thread(target=churn)
+    side.start()
     for t in ts:
         t.start()
     for t in ts:
         t.join()
+    stop.set()
+    side.join()
     assert not errors, errors
     allkept = [h for k in kept for h in k]
     assert len(set(allkept)) == len(allkept) == nthreads * rounds * (batch // 2 + 1)

@@ -1295,8 +1295,8 @@ cdef class RecordPool:
 
     cdef object _scan(self, int fi):
         """Live handles (fi < 0) or field fi of live records, in slot order."""
-        cdef uint64_t want
-        cdef Py_ssize_t k
+        cdef uint64_t want, room
+        cdef Py_ssize_t k = 0
         cdef uint32_t c, j, K = 1u << self._p.kshift
         cdef uint32_t off = 0, size = 8, stride = self._p.stride
         cdef hak_pchunk_t* ch
@@ -1310,11 +1310,12 @@ cdef class RecordPool:
         while True:
             self._check_open()
             want = p.live
-            out = np.empty(want, dtype=np.int64 if fi < 0 else self._dtype[fi])
+            room = want + want // 16 + 64        # slack: other threads may alloc meanwhile
+            out = np.empty(room, dtype=np.int64 if fi < 0 else self._dtype[fi])
             dst = <char*><uintptr_t>out.ctypes.data
             with nogil:
                 hak_plock(&p.lock)
-                ok = p.live == want and not p.closed   # else: changed meanwhile, retry
+                ok = p.live <= room and not p.closed   # else: grew meanwhile, retry
                 if ok:
                     k = 0
                     for c in range(p.nchunks):
@@ -1331,7 +1332,7 @@ cdef class RecordPool:
                                 k += 1
                 hak_punlock(&p.lock)
             if ok:
-                return out
+                return out[:k].copy() if <uint64_t>k * 2 < room else out[:k]
 
     def handles(self):
         """All live handles (numpy int64 array, slot order): a snapshot."""

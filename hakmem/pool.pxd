@@ -6,8 +6,9 @@
 #   chunk   K slots in one block from hak_malloc (<= 1 KiB, the tiny path with the
 #           thread caches) plus K uint16 generations in a second block.
 #   gen     per-slot generation: odd = live, even = free. alloc and free each add 1.
-#           A slot whose generation would wrap is retired (gen 0xFFFE, never reused),
-#           so a generation once handed out never comes back for that slot.
+#           Handles carry generations 1, 3, ... 0xFFFD; freeing generation 0xFFFD
+#           retires the slot (gen 0xFFFF, never matched, never reused), so a
+#           generation once handed out never comes back for that slot.
 #   handle  uint64: bits 0..15 gen, 16..47 slot, 48..61 the pool's tag (random per
 #           pool, catches handles of another pool). Always < 2**62, never 0.
 #   floor   for a trimmed chunk (memory returned): the highest generation any of its
@@ -26,14 +27,15 @@ from libc.stdint cimport uint64_t, uint32_t, uint16_t, uint8_t
 
 cdef enum:
     HAK_POOL_END = 0xFFFFFFFF       # end of the free list
-    HAK_POOL_GEN_RETIRED = 0xFFFE   # a retired slot's generation (even: never matches)
+    HAK_POOL_GEN_LAST = 0xFFFD      # last generation a handle can carry
+    HAK_POOL_GEN_RETIRED = 0xFFFF   # a retired slot's generation (no handle carries it)
     HAK_POOL_CHUNK_BYTES = 1024     # target chunk size: the largest tiny class
     # chunk states
     HAK_PCHUNK_PRESENT = 0
     HAK_PCHUNK_TRIMMED = 1          # memory returned; may be repopulated above `floor`
     HAK_PCHUNK_DEAD = 2             # every generation used up; never reused
 
-# Error codes of hak_pool_free / hak_pool_alloc_handle (0 = done).
+# Error codes of hak_pool_free / hak_pool_read / hak_pool_write (0 = done).
 cdef enum:
     HAK_POOL_OK = 0
     HAK_POOL_ESTALE = -1            # handle not live in this pool (freed, foreign, bogus)

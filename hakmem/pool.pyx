@@ -140,8 +140,8 @@ cdef extern from *:
 cdef enum:
     _GEN_BITS = 16
     _GEN_MASK = 0xFFFF
-    _GEN_LAST = 0xFFFD             # last generation handed out; its free retires the slot
-    _GEN_RETIRED = 0xFFFF          # odd, but never matches: handles stop at _GEN_LAST
+    _GEN_LAST = HAK_POOL_GEN_LAST          # its free retires the slot
+    _GEN_RETIRED = HAK_POOL_GEN_RETIRED    # odd, but never matches: handles stop at _GEN_LAST
     _TAG_SHIFT = 48
     _TAG_BITS = 14
 

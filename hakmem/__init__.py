@@ -20,6 +20,7 @@ from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
 from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
+from hakmem.pool import RecordPool, RecordView, StaleHandleError  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
     "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
     "trim", "thread_flush", "install", "uninstall", "installed",
+    "RecordPool", "RecordView", "StaleHandleError",
 ]
 
 

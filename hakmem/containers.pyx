@@ -1,3 +1,4 @@
+# cython: binding=False
 """hakmem.containers — RecordVector, RecordDeque and RecordMap: typed records held inline
 in hakmem memory (no Python object per element), usable from Cython without the GIL.
 
@@ -28,7 +29,7 @@ from cpython.long cimport (PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLo
                            PyLong_FromLongLong, PyLong_FromUnsignedLongLong)
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.number cimport PyIndex_Check, PyNumber_Index, PyNumber_AsSsize_t
-from cpython.object cimport PyObject_GenericGetAttr
+from cpython.object cimport PyObject, PyObject_GenericGetAttr, PyTypeObject, PyMethodDef
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM
 from libc.math cimport isinf
@@ -51,6 +52,47 @@ cdef extern from "Python.h":
     bint PyBool_Check(object)
     Py_ssize_t PyTuple_GET_SIZE(object)
     const Py_ssize_t PY_SSIZE_T_MAX
+
+cdef extern from *:
+    """
+    /* The value of a small int without a call (CPython's compact ints). */
+    static inline int hak_long_small(PyObject* o, long long* out) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject*)o)) {
+            *out = (long long)PyUnstable_Long_CompactValue((PyLongObject*)o);
+            return 1;
+        }
+        return 0;
+    #else
+        Py_ssize_t s = Py_SIZE(o);
+        if (s == 0) { *out = 0; return 1; }
+        if (s == 1) { *out = (long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
+        if (s == -1) { *out = -(long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
+        return 0;
+    #endif
+    }
+    /* RecordVector.append as a METH_FASTCALL|METH_KEYWORDS method: Cython's own wrapper
+       would build an empty **fields dict on every call. */
+    typedef PyObject* (*hak_fastcall_fn)(PyObject*, PyObject**, Py_ssize_t, PyObject*);
+    static hak_fastcall_fn hak_vec_append_fn = NULL;
+    static PyObject* hak_vec_append_tramp(PyObject* self, PyObject* const* args,
+                                          Py_ssize_t nargs, PyObject* kwnames) {
+        return hak_vec_append_fn(self, (PyObject**)args, nargs, kwnames);
+    }
+    static PyMethodDef hak_vec_append_def = {
+        "append", (PyCFunction)(void(*)(void))hak_vec_append_tramp, METH_FASTCALL | METH_KEYWORDS,
+        "append(self, rec=None, /, **fields)\\n--\\n\\n"
+        "Append one record: a tuple/list/dict/Record, or the fields as keywords.\\n"
+        "A refused record (TypeError/OverflowError/ValueError naming the field) leaves\\n"
+        "the vector unchanged; BufferError if it must grow while its buffer is exported."};
+    """
+    bint hak_long_small(object o, long long* out)
+    ctypedef object (*hak_fastcall_fn)(object, PyObject**, Py_ssize_t, PyObject*)
+    hak_fastcall_fn hak_vec_append_fn
+    PyMethodDef hak_vec_append_def
+    object PyDescr_NewMethod(PyTypeObject* t, PyMethodDef* d)
+    void PyType_Modified(PyTypeObject* t)
+    PyObject* PyTuple_GET_ITEM_P "PyTuple_GET_ITEM" (object, Py_ssize_t)
 
 cdef enum:
     SCRATCH = 256                   # records up to this size are staged on the stack
@@ -368,6 +410,35 @@ cdef class _Codec:
         return t
 
 
+cdef inline int _pack_fast(_Codec c, char* dst, object rec) except -1:
+    """The hot path of pack: a tuple of exact floats / small ints; the rest goes to pack."""
+    cdef Py_ssize_t i
+    cdef hak_field_t* f
+    cdef PyObject* o
+    cdef double d
+    cdef long long x
+    cdef int32_t x4
+    if not PyTuple_CheckExact(rec) or PyTuple_GET_SIZE(rec) != c.nfields:
+        return c.pack(dst, rec, None)
+    if c.padded:
+        memset(dst, 0, c.itemsize)
+    for i in range(c.nfields):
+        f = &c.fields[i]
+        o = PyTuple_GET_ITEM_P(rec, i)
+        if f.kind == HAK_K_F8 and PyFloat_CheckExact(<object>o):
+            d = PyFloat_AS_DOUBLE(<object>o)
+            memcpy(dst + f.offset, &d, 8)
+        elif f.kind == HAK_K_I8 and PyLong_CheckExact(<object>o) and hak_long_small(<object>o, &x):
+            memcpy(dst + f.offset, &x, 8)
+        elif (f.kind == HAK_K_I4 and PyLong_CheckExact(<object>o) and hak_long_small(<object>o, &x)
+              and x >= -2147483648 and x <= 2147483647):
+            x4 = <int32_t>x
+            memcpy(dst + f.offset, &x4, 4)
+        else:
+            c.pack_field(dst, i, <object>o)
+    return 0
+
+
 def _coerce_array(arr, dtype):
     """A C-contiguous 1-D array of exactly `dtype` from a structured array (checked)."""
     a = np.asarray(arr)
@@ -414,6 +485,7 @@ cdef enum:
 
 @cython.freelist(64)
 @cython.final
+@cython.no_gc          # a view refers to its container, never the reverse: no cycles
 cdef class Record:
     """One record: a view into a container, or a detached copy (from pop, copy()).
 
@@ -560,7 +632,7 @@ cdef class Record:
         return (_record_from_bytes, (self.codec.dtype, b))
 
 
-cdef Record _view(object owner, _Codec codec, int mode, int64_t pos):
+cdef inline Record _view(object owner, _Codec codec, int mode, int64_t pos):
     cdef Record r = Record.__new__(Record)
     r.owner = owner
     r.codec = codec
@@ -724,16 +796,8 @@ cdef class RecordVector:
     # ---------------------------------------------------------------- Python API
     def append(self, rec=None, **fields):
         """Append one record: a tuple/list/dict/Record, or the fields as keywords."""
-        cdef int rc
-        if self.closed:
-            _check_open(True, self)
-        if self.n == self.cap:
-            rc = self._grow(self.n + 1)
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
-        # written past the end: a refused record leaves len and contents unchanged
-        self._codec.pack(self.data + self.n * self.itemsize, rec, fields)
-        self.n += 1
+        # replaced at import by the METH_FASTCALL version below (_vector_append)
+        _vector_append(self, rec, fields)
 
     def extend(self, src):
         """Append every record of src: an iterable of records, a numpy structured array
@@ -790,7 +854,7 @@ cdef class RecordVector:
                 rc = self._grow(n0 + k + 1)
                 if rc != HAK_C_OK:
                     _raise_rc(rc, self)
-            self._codec.pack(self.data + (n0 + k) * self.itemsize, rec, None)
+            _pack_fast(self._codec, self.data + (n0 + k) * self.itemsize, rec)
             k += 1
         self.n = n0 + k
 
@@ -1102,6 +1166,41 @@ cdef class RecordVector:
         self.exports -= 1
 
 
+cdef int _vector_append(RecordVector v, object rec, dict fields) except -1:
+    cdef int rc
+    if v.closed:
+        _check_open(True, v)
+    if v.n == v.cap:
+        rc = v._grow(v.n + 1)
+        if rc != HAK_C_OK:
+            _raise_rc(rc, v)
+    # written past the end: a refused record leaves len and contents unchanged
+    if fields is None:
+        _pack_fast(v._codec, v.data + v.n * v.itemsize, rec)
+    else:
+        v._codec.pack(v.data + v.n * v.itemsize, rec, fields)
+    v.n += 1
+    return 0
+
+
+cdef object _vector_append_fastcall(object self, PyObject** args, Py_ssize_t nargs,
+                                    PyObject* kwnames):
+    cdef Py_ssize_t i
+    cdef dict kw = None
+    if kwnames == NULL and nargs == 1:
+        _vector_append(<RecordVector>self, <object>args[0], None)
+        return None
+    if nargs > 1:
+        raise TypeError(f"append() takes at most 1 positional argument ({nargs} given)")
+    if kwnames != NULL:
+        names = <object>kwnames
+        kw = {}
+        for i in range(len(names)):
+            kw[names[i]] = <object>args[nargs + i]
+    _vector_append(<RecordVector>self, <object>args[0] if nargs else None, kw)
+    return None
+
+
 def _vector_from_bytes(dtype, bytes b):
     """Unpickle a RecordVector."""
     cdef RecordVector v = RecordVector(dtype)
@@ -1117,6 +1216,12 @@ def _vector_from_bytes(dtype, bytes b):
 
 cdef str _spec_str(_Codec c):
     return " ".join(f"{f.name}:{f.dtype.str.lstrip('<>|=')}" for f in c.spec.fields)
+
+
+hak_vec_append_fn = _vector_append_fastcall
+(<object>(<PyTypeObject*>RecordVector).tp_dict)["append"] = PyDescr_NewMethod(
+    <PyTypeObject*>RecordVector, &hak_vec_append_def)
+PyType_Modified(<PyTypeObject*>RecordVector)
 
 
 # ============================================================================ RecordDeque
@@ -1562,6 +1667,35 @@ cdef inline uint64_t _hash(uint64_t key) noexcept nogil:
     return key * <uint64_t>0x9E3779B97F4A7C15ULL
 
 
+cdef inline char* _map_find(RecordMap m, uint64_t k) noexcept nogil:
+    """The record of key bits k, or NULL (linear probing from the Fibonacci hash)."""
+    cdef size_t mask, h
+    cdef uint32_t e
+    cdef char* ent
+    if m.table == NULL:
+        return NULL
+    mask = <size_t>m.tcap - 1
+    h = <size_t>(_hash(k) >> (64 - m.tbits))
+    while True:
+        e = m.table[h]
+        if e == MAP_EMPTY:
+            return NULL
+        if e != MAP_DUMMY:
+            ent = m.entries + <size_t>e * <size_t>m.estride
+            if (<uint64_t*>ent)[0] == k:
+                return ent + 8
+        h = (h + 1) & mask
+
+
+cdef inline int _map_key(RecordMap m, object k, int64_t* out) except -1:
+    """RecordMap._key with the common case (a small int, i8 keys) inline."""
+    cdef long long x
+    if PyLong_CheckExact(k) and m.keykind == HAK_K_I8 and hak_long_small(k, &x):
+        out[0] = x
+        return 1
+    return m._key(k, out)
+
+
 cdef class RecordMap:
     """An integer-keyed hash map whose values are records stored inline.
 
@@ -1608,23 +1742,7 @@ cdef class RecordMap:
         return self.kmin <= key <= self.kmax
 
     cdef char* find_raw(self, int64_t key) noexcept nogil:
-        cdef uint64_t k = <uint64_t>key
-        cdef size_t mask, h
-        cdef uint32_t e
-        cdef char* ent
-        if self.table == NULL:
-            return NULL
-        mask = <size_t>self.tcap - 1
-        h = <size_t>(_hash(k) >> (64 - self.tbits))
-        while True:
-            e = self.table[h]
-            if e == MAP_EMPTY:
-                return NULL
-            if e != MAP_DUMMY:
-                ent = self.entries + <size_t>e * <size_t>self.estride
-                if (<uint64_t*>ent)[0] == k:
-                    return ent + 8
-            h = (h + 1) & mask
+        return _map_find(self, <uint64_t>key)
 
     cdef Py_ssize_t _slot_of(self, uint64_t k) noexcept nogil:
         cdef size_t mask, h
@@ -1792,24 +1910,23 @@ cdef class RecordMap:
 
     def __getitem__(self, k):
         cdef int64_t key
-        if self.closed:
-            _check_open(True, self)
-        if not self._key(k, &key) or self.find_raw(key) == NULL:
-            raise KeyError(k)
-        return _view(self, self._codec, VIEW_MAP, key)
+        if _map_key(self, k, &key) and _map_find(self, <uint64_t>key) != NULL:
+            return _view(self, self._codec, VIEW_MAP, key)
+        _check_open(self.closed, self)      # a closed map has no table: it lands here
+        raise KeyError(k)
 
     def get(self, k, default=None):
         """m[k] if k is present, else default."""
         cdef int64_t key
         _check_open(self.closed, self)
-        if not self._key(k, &key) or self.find_raw(key) == NULL:
+        if not _map_key(self, k, &key) or _map_find(self, <uint64_t>key) == NULL:
             return default
         return _view(self, self._codec, VIEW_MAP, key)
 
     def __contains__(self, k):
         cdef int64_t key
         _check_open(self.closed, self)
-        return bool(self._key(k, &key)) and self.find_raw(key) != NULL
+        return bool(_map_key(self, k, &key)) and _map_find(self, <uint64_t>key) != NULL
 
     def __setitem__(self, k, value):
         cdef int64_t key

@@ -19,6 +19,7 @@ from hakmem import front as _front      # noqa: E402
 from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
+from hakmem.containers import Record, RecordDeque, RecordMap, RecordVector  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ __all__ = [
     "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
     "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
     "trim", "thread_flush",
+    "Record", "RecordVector", "RecordDeque", "RecordMap",
 ]
 
 

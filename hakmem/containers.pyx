@@ -29,8 +29,9 @@ from cpython.long cimport (PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLo
                            PyLong_FromLongLong, PyLong_FromUnsignedLongLong)
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.number cimport PyIndex_Check, PyNumber_Index, PyNumber_AsSsize_t
-from cpython.object cimport PyObject, PyObject_GenericGetAttr, PyTypeObject, PyMethodDef
-from cpython.ref cimport Py_INCREF
+from cpython.object cimport PyObject, PyObject_GenericGetAttr, PyTypeObject, PyMethodDef, PyCFunction
+
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM, PyTuple_GET_ITEM
 from libc.math cimport isinf
 from libc.stdint cimport INT64_MIN, INT64_MAX, int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
@@ -72,23 +73,15 @@ cdef extern from *:
     #endif
     }
     /* RecordVector.append as a METH_FASTCALL|METH_KEYWORDS method: Cython's own wrapper
-       would build an empty **fields dict on every call. */
-    typedef PyObject* (*hak_fastcall_fn)(PyObject*, PyObject**, Py_ssize_t, PyObject*);
-    static hak_fastcall_fn hak_vec_append_fn = NULL;
-    static PyObject* hak_vec_append_tramp(PyObject* self, PyObject* const* args,
-                                          Py_ssize_t nargs, PyObject* kwnames) {
-        return hak_vec_append_fn(self, (PyObject**)args, nargs, kwnames);
-    }
+       would build an empty **fields dict on every call. ml_meth is set at import. */
     static PyMethodDef hak_vec_append_def = {
-        "append", (PyCFunction)(void(*)(void))hak_vec_append_tramp, METH_FASTCALL | METH_KEYWORDS,
+        "append", NULL, METH_FASTCALL | METH_KEYWORDS,
         "append(self, rec=None, /, **fields)\\n--\\n\\n"
         "Append one record: a tuple/list/dict/Record, or the fields as keywords.\\n"
         "A refused record (TypeError/OverflowError/ValueError naming the field) leaves\\n"
         "the vector unchanged; BufferError if it must grow while its buffer is exported."};
     """
     bint hak_long_small(object o, long long* out)
-    ctypedef object (*hak_fastcall_fn)(object, PyObject**, Py_ssize_t, PyObject*)
-    hak_fastcall_fn hak_vec_append_fn
     PyMethodDef hak_vec_append_def
     object PyDescr_NewMethod(PyTypeObject* t, PyMethodDef* d)
     void PyType_Modified(PyTypeObject* t)
@@ -494,11 +487,10 @@ cdef class Record:
     container, access raises IndexError (vector, deque) or KeyError (map). Equal to a
     tuple of the same values, and to a Record with the same values.
     """
-    cdef object owner
+    cdef object owner       # the container; for a detached record, its bytearray
     cdef _Codec codec
     cdef int mode
     cdef int64_t pos
-    cdef bytearray data
 
     def __init__(self, *args, **kwargs):
         raise TypeError("Record views come from containers; use RecordVector etc.")
@@ -534,7 +526,7 @@ cdef class Record:
             if p == NULL:
                 raise KeyError(m._key_obj(<uint64_t>self.pos))
             return p
-        return PyByteArray_AS_STRING(self.data)
+        return PyByteArray_AS_STRING(self.owner)
 
     def __getattribute__(self, name):
         i = self.codec.index.get(name)
@@ -643,10 +635,11 @@ cdef inline Record _view(object owner, _Codec codec, int mode, int64_t pos):
 
 cdef Record _detached(_Codec codec, const char* src):
     cdef Record r = Record.__new__(Record)
+    data = bytearray(codec.itemsize)
+    memcpy(PyByteArray_AS_STRING(data), src, codec.itemsize)
+    r.owner = data
     r.codec = codec
     r.mode = VIEW_DETACHED
-    r.data = bytearray(codec.itemsize)
-    memcpy(PyByteArray_AS_STRING(r.data), src, codec.itemsize)
     return r
 
 
@@ -1166,7 +1159,7 @@ cdef class RecordVector:
         self.exports -= 1
 
 
-cdef int _vector_append(RecordVector v, object rec, dict fields) except -1:
+cdef inline int _vector_append(RecordVector v, object rec, dict fields) except -1:
     cdef int rc
     if v.closed:
         _check_open(True, v)
@@ -1218,7 +1211,7 @@ cdef str _spec_str(_Codec c):
     return " ".join(f"{f.name}:{f.dtype.str.lstrip('<>|=')}" for f in c.spec.fields)
 
 
-hak_vec_append_fn = _vector_append_fastcall
+hak_vec_append_def.ml_meth = <PyCFunction><void*>_vector_append_fastcall
 (<object>(<PyTypeObject*>RecordVector).tp_dict)["append"] = PyDescr_NewMethod(
     <PyTypeObject*>RecordVector, &hak_vec_append_def)
 PyType_Modified(<PyTypeObject*>RecordVector)

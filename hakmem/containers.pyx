@@ -702,6 +702,8 @@ cdef class RecordVector:
         self.closed = True          # until __init__ succeeds
 
     def __init__(self, spec, data=None):
+        if self._codec is not None:
+            raise TypeError("RecordVector is already initialised")
         self._codec = _codec_for(spec)
         self.itemsize = self._codec.itemsize
         self.closed = False
@@ -1200,7 +1202,8 @@ def _vector_from_bytes(dtype, bytes b):
     cdef Py_ssize_t m = len(b) // v.itemsize
     if m * v.itemsize != len(b):
         raise ValueError("pickled RecordVector bytes do not match the spec")
-    v.reserve_raw(m)
+    if v.reserve_raw(m) != HAK_C_OK:
+        _raise_rc(HAK_C_NOMEM, v)
     if m:
         memcpy(v.data, PyBytes_AS_STRING(b), len(b))
     v.n = m
@@ -1233,6 +1236,8 @@ cdef class RecordDeque:
 
     def __init__(self, spec, maxlen=None, data=None):
         cdef Py_ssize_t nper = 8
+        if self._codec is not None:
+            raise TypeError("RecordDeque is already initialised")
         self._codec = _codec_for(spec)
         self.itemsize = self._codec.itemsize
         if maxlen is None:
@@ -1705,6 +1710,8 @@ cdef class RecordMap:
         self.closed = True
 
     def __init__(self, spec, key="i8", data=None):
+        if self._codec is not None:
+            raise TypeError("RecordMap is already initialised")
         self._codec = _codec_for(spec)
         self.itemsize = self._codec.itemsize
         self.estride = 8 + ((self.itemsize + 7) & ~7)

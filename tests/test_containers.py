@@ -744,6 +744,18 @@ def test_pickle_all_and_records():
         Record()
 
 
+def test_package_exports_and_reinit_guard():
+    assert hakmem.RecordVector is RecordVector and hakmem.RecordMap is RecordMap
+    assert hakmem.RecordDeque is RecordDeque and hakmem.Record is Record
+    v = RecordVector("x:f8", [(1.0,)])
+    with pytest.raises(TypeError, match="already initialised"):
+        v.__init__("y:i1")
+    assert v.tolist() == [(1.0,)] and v.dtype.names == ("x",)
+    m = RecordMap("x:f8")
+    with pytest.raises(TypeError, match="already initialised"):
+        m.__init__("x:f8")
+
+
 # ================================================================ downstream Cython
 DOWNSTREAM = r'''
 # cython: language_level=3

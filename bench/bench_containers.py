@@ -137,8 +137,17 @@ def bench_map(n, repeat):
     def map_get_many():
         m.get_many(kk)
 
+    def dict_get_seq():
+        for k in range(n):
+            d[k]
+
+    def map_get_seq():
+        for k in range(n):
+            m[k]
+
     t = _best({"dict[k]": dict_get, "RecordMap[k]": map_get, "k in dict": dict_contains,
-               "k in RecordMap": map_contains, "get_many": map_get_many}, repeat)
+               "k in RecordMap": map_contains, "get_many": map_get_many,
+               "dict[k] seq": dict_get_seq, "RecordMap[k] seq": map_get_seq}, repeat)
     out = {
         "n": n,
         "dict_get_ns": t["dict[k]"] / n * 1e9,
@@ -147,6 +156,9 @@ def bench_map(n, repeat):
         "dict_contains_ns": t["k in dict"] / n * 1e9,
         "map_contains_ns": t["k in RecordMap"] / n * 1e9,
         "map_get_many_ns": t["get_many"] / n * 1e9,
+        "dict_get_seq_ns": t["dict[k] seq"] / n * 1e9,
+        "map_get_seq_ns": t["RecordMap[k] seq"] / n * 1e9,
+        "speed_ratio_seq": t["dict[k] seq"] / t["RecordMap[k] seq"],
         "dict_of_tuples_bytes": dict_bytes,
         "map_bytes": m.nbytes,
         "memory_ratio": m.nbytes / dict_bytes,
@@ -166,9 +178,14 @@ def bench_asarray(repeat):
             for _ in range(reps):
                 np.asarray(v)
 
-        t = _best({"asarray": many}, repeat)["asarray"] / reps
+        def many_view():
+            for _ in range(reps):
+                v.as_array()
+
+        tt = _best({"asarray": many, "as_array": many_view}, repeat)
+        t = tt["asarray"] / reps
         a = np.asarray(v)
-        out[f"n={n}"] = {"us_per_call": t * 1e6,
+        out[f"n={n}"] = {"us_per_call": t * 1e6, "as_array_us_per_call": tt["as_array"] / reps * 1e6,
                          "same_address": a.__array_interface__["data"][0] == v.address,
                          "owndata": bool(a.flags.owndata)}
         del a
@@ -204,13 +221,16 @@ def main(argv=None):
     print(f"lookup by int key, n={m['n']} (shuffled keys)")
     print(f"  dict[k] {m['dict_get_ns']:7.1f} ns   RecordMap[k] {m['map_get_ns']:7.1f} ns   "
           f"speed ratio {m['speed_ratio']:.2f}x")
+    print(f"  in key order: dict[k] {m['dict_get_seq_ns']:7.1f} ns   RecordMap[k] "
+          f"{m['map_get_seq_ns']:7.1f} ns   speed ratio {m['speed_ratio_seq']:.2f}x")
     print(f"  k in dict {m['dict_contains_ns']:7.1f} ns   k in RecordMap {m['map_contains_ns']:7.1f} ns"
           f"   get_many {m['map_get_many_ns']:.1f} ns/key")
     print(f"  memory: dict of tuples {m['dict_of_tuples_bytes'] / 2**20:.1f} MiB, RecordMap "
           f"{m['map_bytes'] / 2**20:.1f} MiB ({m['memory_ratio']:.3f}x)")
     for k, r in res["asarray"].items():
-        print(f"np.asarray(vec) {k:>9}: {r['us_per_call']:.2f} us/call, same address "
-              f"{r['same_address']}, owndata {r['owndata']}")
+        print(f"np.asarray(vec) {k:>9}: {r['us_per_call']:.2f} us/call (vec.as_array() "
+              f"{r['as_array_us_per_call']:.2f} us), same address {r['same_address']}, "
+              f"owndata {r['owndata']}")
     print(f"hakmem allocations during the bench: {res['hakmem_allocs_during_bench']}")
 
 

@@ -1067,6 +1067,14 @@ cdef class RecordVector:
         _check_open(self.closed, self)
         return [self._codec.unpack(self.data + i * self.itemsize) for i in range(self.n)]
 
+    def as_array(self):
+        """A zero-copy numpy structured array over the records, like np.asarray(vec) but
+        about 100x cheaper: numpy parses the PEP 3118 format of a structured buffer in
+        Python (tens of microseconds); np.frombuffer with the dtype skips that. The array
+        holds a buffer export, so the vector's buffer is pinned while it lives."""
+        _check_open(self.closed, self)
+        return np.frombuffer(self, self._codec.dtype)
+
     def to_numpy(self):
         """A numpy copy of the records (np.asarray(vec) is the zero-copy view)."""
         _check_open(self.closed, self)

@@ -602,11 +602,28 @@ def test_asarray_large_is_constant_time_and_same_address():
     del a
 
 
+def test_as_array_is_a_pinning_view():
+    v = RecordVector("id:i8 x:f8", [(1, 1.0), (2, 2.0)])
+    v.shrink_to_fit()
+    a = v.as_array()
+    assert a.dtype == v.dtype and a.__array_interface__["data"][0] == v.address
+    assert v.exports == 1 and a.flags.writeable
+    a["x"][1] = 5.0
+    assert v[1].x == 5.0
+    v.shrink_to_fit()                                # already tight: nothing moves
+    with pytest.raises(BufferError):
+        v.reserve(100)
+    del a
+    gc.collect()
+    v.reserve(100)
+
+
 def test_empty_vector_exports():
     v = RecordVector("x:f8")
     a = np.asarray(v)
     assert a.shape == (0,) and a.dtype == v.dtype
     del a
+    assert len(v.as_array()) == 0
     assert bytes(memoryview(v)) == b""
 
 

@@ -133,10 +133,10 @@ cdef class RecordDeque:
 
 
 cdef class RecordMap:
-    # Compact open addressing (the layout of CPython's dict): `table` (tcap = 2**tbits
-    # uint32 slots) holds entry numbers, EMPTY or DUMMY; `entries` holds ecap entries
-    # of estride bytes (uint64 key, then the record at +8) in insertion order; alive[j]
-    # says whether entry j is live. Invariants: n <= eused <= ecap == tcap * 2 // 3;
+    # Compact open addressing (the layout and probe sequence of CPython's dict):
+    # `table` (tcap = 2**tbits uint32 slots) holds entry numbers, EMPTY or DUMMY;
+    # `entries` holds ecap entries of estride bytes (uint64 key, then the record at +8)
+    # in insertion order; alive[j] says whether entry j is live. Invariants: n <= eused <= ecap == tcap * 2 // 3;
     # exactly eused table slots are non-empty (deleted entries leave DUMMY slots until
     # the next resize compacts them).
     cdef uint32_t* table

@@ -1669,19 +1669,25 @@ cdef class RecordDeque:
 
 
 # ============================================================================ RecordMap
-cdef inline uint64_t _hash(uint64_t key) noexcept nogil:
-    return key * <uint64_t>0x9E3779B97F4A7C15ULL
+# Probing follows CPython's dict: start at the key's low bits (so keys inserted in
+# order sit in order: lookups in key order walk memory sequentially), then
+# h = 5h + 1 + perturb with perturb = key >> 5, >> 10, ... so that keys sharing their
+# low bits (strides of a power of two) spread out after a few steps.
+cdef inline size_t _probe_next(size_t h, uint64_t* perturb, size_t mask) noexcept nogil:
+    perturb[0] >>= 5
+    return (h * 5 + 1 + <size_t>perturb[0]) & mask
 
 
 cdef inline char* _map_find(RecordMap m, uint64_t k) noexcept nogil:
-    """The record of key bits k, or NULL (linear probing from the Fibonacci hash)."""
+    """The record of key bits k, or NULL."""
     cdef size_t mask, h
+    cdef uint64_t perturb = k
     cdef uint32_t e
     cdef char* ent
     if m.table == NULL:
         return NULL
     mask = <size_t>m.tcap - 1
-    h = <size_t>(_hash(k) >> (64 - m.tbits))
+    h = <size_t>k & mask
     while True:
         e = m.table[h]
         if e == MAP_EMPTY:
@@ -1690,7 +1696,7 @@ cdef inline char* _map_find(RecordMap m, uint64_t k) noexcept nogil:
             ent = m.entries + <size_t>e * <size_t>m.estride
             if (<uint64_t*>ent)[0] == k:
                 return ent + 8
-        h = (h + 1) & mask
+        h = _probe_next(h, &perturb, mask)
 
 
 cdef inline int _map_key(RecordMap m, object k, int64_t* out) except -1:
@@ -1754,18 +1760,19 @@ cdef class RecordMap:
 
     cdef Py_ssize_t _slot_of(self, uint64_t k) noexcept nogil:
         cdef size_t mask, h
+        cdef uint64_t perturb = k
         cdef uint32_t e
         if self.table == NULL:
             return -1
         mask = <size_t>self.tcap - 1
-        h = <size_t>(_hash(k) >> (64 - self.tbits))
+        h = <size_t>k & mask
         while True:
             e = self.table[h]
             if e == MAP_EMPTY:
                 return -1
             if e != MAP_DUMMY and (<uint64_t*>(self.entries + <size_t>e * self.estride))[0] == k:
                 return h
-            h = (h + 1) & mask
+            h = _probe_next(h, &perturb, mask)
 
     cdef int _resize(self, Py_ssize_t min_usable) noexcept nogil:
         """Rebuild with room for min_usable entries, compacting deleted ones out."""
@@ -1775,7 +1782,7 @@ cdef class RecordMap:
         cdef char* ne
         cdef uint8_t* na
         cdef size_t mask, h
-        cdef uint64_t k
+        cdef uint64_t k, perturb
         while ((<Py_ssize_t>1) << bits) * 2 // 3 < min_usable:
             bits += 1
             if bits > MAP_MAX_BITS:
@@ -1798,9 +1805,10 @@ cdef class RecordMap:
             memcpy(ne + w * self.estride, self.entries + j * self.estride, self.estride)
             na[w] = 1
             k = (<uint64_t*>(ne + w * self.estride))[0]
-            h = <size_t>(_hash(k) >> (64 - bits))
+            perturb = k
+            h = <size_t>k & mask
             while nt[h] != MAP_EMPTY:
-                h = (h + 1) & mask
+                h = _probe_next(h, &perturb, mask)
             nt[h] = <uint32_t>w
             w += 1
         hak_free(self.table)
@@ -1818,6 +1826,7 @@ cdef class RecordMap:
     cdef char* insert_raw(self, int64_t key, bint* created) noexcept nogil:
         """The record slot of key, made (zeroed) if new; NULL if closed or out of memory."""
         cdef uint64_t k = <uint64_t>key
+        cdef uint64_t perturb
         cdef char* p
         cdef size_t mask, h
         cdef Py_ssize_t m
@@ -1836,9 +1845,10 @@ cdef class RecordMap:
             if self._resize(m) != HAK_C_OK:
                 return NULL
         mask = <size_t>self.tcap - 1
-        h = <size_t>(_hash(k) >> (64 - self.tbits))
+        perturb = k
+        h = <size_t>k & mask
         while self.table[h] != MAP_EMPTY:
-            h = (h + 1) & mask
+            h = _probe_next(h, &perturb, mask)
         self.table[h] = <uint32_t>self.eused
         p = self.entries + self.eused * self.estride
         (<uint64_t*>p)[0] = k

@@ -455,6 +455,11 @@ def _coerce_array(arr, dtype):
                 raise TypeError(f"field {n!r}: cannot store {src} in {dst}")
         elif not np.can_cast(src, dst, "same_kind"):
             raise TypeError(f"field {n!r}: cannot store {src} values in {dst}")
+        elif dst.kind == "f" and src.kind == "f" and dst.itemsize < src.itemsize and len(col):
+            fin = col[np.isfinite(col)]
+            big = fin[np.abs(fin) > np.finfo(dst).max]
+            if len(big):
+                raise OverflowError(f"field {n!r}: {big[0]} is out of range for {dst}")
         elif dst.kind in "iub" and src.kind in "iu" and len(col):
             lo, hi = (np.iinfo(dst).min, np.iinfo(dst).max) if dst.kind != "b" else (0, 1)
             if col.min() < lo or col.max() > hi:

@@ -526,6 +526,10 @@ def test_vector_extend_sources_and_slices():
     assert v[-1] == (2, 1.0)
     with pytest.raises(OverflowError, match="'id'"):
         RecordVector("id:i1 x:f8").extend(np.array([(300, 0.0)], dtype=dt))
+    with pytest.raises(OverflowError, match="'x'"):
+        RecordVector("id:i8 x:f4").extend(np.array([(0, 1e300)], dtype=dt))
+    with pytest.raises(TypeError, match="'id'"):
+        RecordVector("id:i8 x:f8").extend(np.array([(0.5, 1.0)], dtype=[("id", "f8"), ("x", "f8")]))
     with pytest.raises(TypeError, match="fields do not match"):
         v.extend(np.array([(1,)], dtype=[("id", "i8")]))
     with pytest.raises(TypeError, match="specs differ"):

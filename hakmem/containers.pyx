@@ -1193,11 +1193,18 @@ cdef inline int _vector_append(RecordVector v, object rec, dict fields) except -
 
 cdef object _vector_append_fastcall(object self, PyObject** args, Py_ssize_t nargs,
                                     PyObject* kwnames):
-    cdef Py_ssize_t i
-    cdef dict kw = None
-    if kwnames == NULL and nargs == 1:
+    """RecordVector.append's C entry point (METH_FASTCALL | METH_KEYWORDS)."""
+    if kwnames == NULL and nargs == 1:          # append(rec): no Python locals here
         _vector_append(<RecordVector>self, <object>args[0], None)
         return None
+    return _vector_append_slow(self, args, nargs, kwnames)
+
+
+cdef object _vector_append_slow(object self, PyObject** args, Py_ssize_t nargs,
+                                PyObject* kwnames):
+    """append() with keywords (or a wrong number of arguments)."""
+    cdef Py_ssize_t i
+    cdef dict kw = None
     if nargs > 1:
         raise TypeError(f"append() takes at most 1 positional argument ({nargs} given)")
     if kwnames != NULL:

@@ -7,6 +7,7 @@ Measures the issue's targets:
     (ns per append, and memory: vector nbytes vs list + tuples + their values);
   * RecordMap lookup m[k] vs dict lookup d[k] for 10**6 int keys (shuffled order, so
     neither side gets sequential-key cache luck), and memory vs a dict of tuples;
+  * the same two operations in a hot loop (1000 records, reused container);
   * np.asarray(vec) on 10**3 and 10**6 records (same address, time per call).
 Timings are the best of --repeat rounds, the contenders interleaved within each round so
 that a noisy machine hurts both alike. This is a benchmark, not a test: nothing is asserted.
@@ -167,6 +168,54 @@ def bench_map(n, repeat):
     return out
 
 
+def bench_hot(repeat, n=1000, rounds=200):
+    """Steady state: the same 1000 records appended / looked up `rounds` times into a
+    reused container (everything in cache; no growth, no page faults)."""
+    data = [(i, float(i)) for i in range(n)]
+    keys = list(range(n))
+    lst, v = [], RecordVector(SPEC)
+    v.reserve(n)
+    d = {k: (k, float(k)) for k in keys}
+    m = RecordMap(SPEC)
+    for k in keys:
+        m[k] = d[k]
+
+    def list_append():
+        for _ in range(rounds):
+            lst.clear()
+            ap = lst.append
+            for t in data:
+                ap(t)
+
+    def vec_append():
+        for _ in range(rounds):
+            v.clear()
+            ap = v.append
+            for t in data:
+                ap(t)
+
+    def dict_get():
+        for _ in range(rounds):
+            for k in keys:
+                d[k]
+
+    def map_get():
+        for _ in range(rounds):
+            for k in keys:
+                m[k]
+
+    t = _best({"list": list_append, "vec": vec_append, "dict": dict_get, "map": map_get},
+              repeat)
+    ops = n * rounds
+    out = {"list_append_ns": t["list"] / ops * 1e9, "vector_append_ns": t["vec"] / ops * 1e9,
+           "append_speed_ratio": t["list"] / t["vec"],
+           "dict_get_ns": t["dict"] / ops * 1e9, "map_get_ns": t["map"] / ops * 1e9,
+           "get_speed_ratio": t["dict"] / t["map"]}
+    v.close()
+    m.close()
+    return out
+
+
 def bench_asarray(repeat):
     out = {}
     for n in (10 ** 3, 10 ** 6):
@@ -203,6 +252,7 @@ def main(argv=None):
     allocs0 = hakmem.stats()["allocs"] + hakmem.stats()["large_allocs"]
     res = {"append": bench_append(args.n, args.repeat),
            "map": bench_map(args.n, args.repeat),
+           "hot": bench_hot(args.repeat),
            "asarray": bench_asarray(args.repeat)}
     st = hakmem.stats()
     res["hakmem_allocs_during_bench"] = st["allocs"] + st["large_allocs"] - allocs0
@@ -227,6 +277,12 @@ def main(argv=None):
           f"   get_many {m['map_get_many_ns']:.1f} ns/key")
     print(f"  memory: dict of tuples {m['dict_of_tuples_bytes'] / 2**20:.1f} MiB, RecordMap "
           f"{m['map_bytes'] / 2**20:.1f} MiB ({m['memory_ratio']:.3f}x)")
+    h = res["hot"]
+    print("hot loop (1000 records, container reused, all in cache)")
+    print(f"  list.append {h['list_append_ns']:6.1f} ns   RecordVector.append "
+          f"{h['vector_append_ns']:6.1f} ns   speed ratio {h['append_speed_ratio']:.2f}x")
+    print(f"  dict[k]     {h['dict_get_ns']:6.1f} ns   RecordMap[k]        "
+          f"{h['map_get_ns']:6.1f} ns   speed ratio {h['get_speed_ratio']:.2f}x")
     for k, r in res["asarray"].items():
         print(f"np.asarray(vec) {k:>9}: {r['us_per_call']:.2f} us/call (vec.as_array() "
               f"{r['as_array_us_per_call']:.2f} us), same address {r['same_address']}, "

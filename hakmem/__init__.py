@@ -21,6 +21,7 @@ from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
 from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
 from hakmem.pool import RecordPool, RecordView, StaleHandleError  # noqa: E402
+from hakmem.containers import Record, RecordDeque, RecordMap, RecordVector  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
     "trim", "thread_flush", "install", "uninstall", "installed",
     "RecordPool", "RecordView", "StaleHandleError",
+    "Record", "RecordVector", "RecordDeque", "RecordMap",
 ]
 
 

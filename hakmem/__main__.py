@@ -1,0 +1,32 @@
+"""``python -m hakmem <command>``: dispatch to the subcommands (``bench``, ...).
+
+Each subcommand lives in its own module with an ``add_<name>_parser(subparsers)``
+function that sets ``func``; this file only wires them together.
+"""
+import argparse
+import sys
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv=None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; return its exit status."""
+    parser = _OneLineParser(prog="python -m hakmem",
+                            description="hakmem: a tiny-object allocator for Python and Cython")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_OneLineParser)
+    from hakmem.bench_cli import add_bench_parser
+    add_bench_parser(sub)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

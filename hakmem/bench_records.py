@@ -208,7 +208,7 @@ def bytes_per_record(kind: str, n: int, timeout: float = 120.0) -> Dict[str, obj
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [_root(), env.get("PYTHONPATH", "")] if p)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=timeout, env=env)
+                       timeout=timeout, env=env, cwd=_root())
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"bytes-per-record child for {kind} failed: {last}")

@@ -310,7 +310,7 @@ def _mem_measure(a: Alloc, n: int) -> Dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [_rec._root(), env.get("PYTHONPATH", "")] if p)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env)
+                       timeout=120, env=env, cwd=_rec._root())
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"memory child for {a.name} failed: {last}")

@@ -56,6 +56,9 @@ cdef extern from *:
     }
     /* 16..1024 from the high 32 bits of x, without a division. */
     #define bench_mixed_size(x) ((size_t)(16 + ((((x) >> 32) * 1009ULL) >> 32)))
+    /* 0..ws-1 from the low 32 bits of x, by multiply-shift (a division would cost
+       more than some allocators' whole malloc). */
+    #define bench_mixed_slot(x, ws) ((uint32_t)((((x) & 0xffffffffULL) * (uint64_t)(ws)) >> 32))
     #include <link.h>
     /* The file name the dynamic linker recorded for a dlopen handle (NULL if unknown). */
     static const char* bench_dl_name(void* h) {
@@ -71,6 +74,7 @@ cdef extern from *:
     void bench_touch(void* p, uint64_t v) nogil
     uint64_t bench_xorshift(uint64_t x) nogil
     size_t bench_mixed_size(uint64_t x) nogil
+    uint32_t bench_mixed_slot(uint64_t x, uint32_t ws) nogil
     const char* bench_dl_name(void* h) nogil
 
 cdef extern from "<dlfcn.h>" nogil:
@@ -309,7 +313,7 @@ cdef int _mixed(bench_vt_t* vt, uint32_t ws, uint64_t nops, uint64_t seed) noexc
     memset(slots, 0, ws * sizeof(void*))
     for i in range(nops):
         x = bench_xorshift(x)
-        j = (<uint32_t>x) % ws
+        j = bench_mixed_slot(x, ws)
         if slots[j] != NULL:
             vt.free(slots[j])
         p = vt.malloc(bench_mixed_size(x))

@@ -188,6 +188,12 @@ def format_report(res: Dict[str, Any]) -> str:
                     row.append("n/a (GIL)" if (wl, a) in gil else "-")
             rows.append(row)
         out += [""] + _table(["workload"] + allocs, rows)
+        for r in results:
+            if r["workload"] == "xthread64" and "bytes_mapped_growth" in r:
+                out.append(f"  xthread64 [{r['allocator']}]: hakmem's mapped bytes grew by "
+                           f"{r['bytes_mapped_growth'] / 2**20:.1f} MiB over "
+                           f"{len(r['mops']['runs'])} runs of {r['ops_per_run']:,} blocks "
+                           f"(at most 1024 in flight)")
 
         others = [a for a in allocs if a != "hakmem"]
         ratio = {(r["workload"], r["baseline"]): r["ratio"] for r in res["ratios"]}

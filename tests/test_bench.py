@@ -261,3 +261,32 @@ def test_record_kinds_run():
         assert R.run_ring(k, 500) > 0
     with pytest.raises(ValueError):
         R.run_ring("list", 10)
+
+
+def test_record_pool_is_used_when_present(monkeypatch):
+    """With a RecordPool in hakmem, the records workload drives it (alloc/free per op)."""
+    calls = {"alloc": 0, "free": 0, "closed": False}
+
+    class FakePool:
+        def __init__(self, spec):
+            assert spec == "x:f8 y:f8"
+            self.live = {}
+            self.nbytes = 0
+
+        def alloc(self, x, y):
+            calls["alloc"] += 1
+            h = len(self.live) + calls["alloc"] * 1000
+            self.live[h] = (x, y)
+            return h
+
+        def free(self, h):
+            calls["free"] += 1
+            del self.live[h]
+
+        def close(self):
+            calls["closed"] = True
+
+    monkeypatch.setattr(hakmem, "RecordPool", FakePool, raising=False)
+    assert R.kinds()[-1] == "RecordPool"
+    R.run_ring("RecordPool", 1000)
+    assert calls["alloc"] == calls["free"] == 1000 and calls["closed"]

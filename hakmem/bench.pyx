@@ -35,6 +35,12 @@ cdef extern from *:
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
     }
+    /* CPU seconds used by the calling thread (not counting time it waited for a CPU). */
+    static double bench_cpu_now(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
     static inline uint64_t bench_load_acq(uint64_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void bench_store_rel(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     static inline void bench_relax(unsigned spins) {
@@ -68,6 +74,7 @@ cdef extern from *:
     }
     """
     double bench_now() nogil
+    double bench_cpu_now() nogil
     uint64_t bench_load_acq(uint64_t* p) nogil
     void bench_store_rel(uint64_t* p, uint64_t v) nogil
     void bench_relax(unsigned spins) nogil
@@ -334,22 +341,31 @@ cdef void _check_ws(uint32_t ws) except *:
         raise ValueError(f"working set must be 1..{BENCH_MAX_WS}, got {ws}")
 
 
-def run_ring(Allocator a, size_t size, uint32_t ws, uint64_t nops):
-    """Run the ring workload once; return the elapsed seconds."""
-    cdef double t0, t1
+def run_ring(Allocator a, size_t size, uint32_t ws, uint64_t nops, list cpu=None):
+    """Run the ring workload once; return the elapsed (wall) seconds.
+
+    If ``cpu`` is a list, the CPU seconds the calling thread used are appended to it.
+    """
+    cdef double t0, t1, c0, c1
     cdef int rc
     _check_ws(ws)
     if a.needs_gil:
+        c0 = bench_cpu_now()
         t0 = bench_now()
         rc = _ring(&a.vt, size, ws, nops)
         t1 = bench_now()
+        c1 = bench_cpu_now()
     else:
         with nogil:
+            c0 = bench_cpu_now()
             t0 = bench_now()
             rc = _ring(&a.vt, size, ws, nops)
             t1 = bench_now()
+            c1 = bench_cpu_now()
     if rc != 0:
         raise MemoryError(f"{a.name}: malloc({size}) returned NULL")
+    if cpu is not None:
+        cpu.append(c1 - c0)
     return t1 - t0
 
 
@@ -377,24 +393,33 @@ def run_ring_direct(str which, size_t size, uint32_t ws, uint64_t nops):
     return t1 - t0
 
 
-def run_mixed(Allocator a, uint32_t ws, uint64_t nops, uint64_t seed=MIXED_SEED):
-    """Run the mixed-size workload once; return the elapsed seconds."""
-    cdef double t0, t1
+def run_mixed(Allocator a, uint32_t ws, uint64_t nops, uint64_t seed=MIXED_SEED, list cpu=None):
+    """Run the mixed-size workload once; return the elapsed (wall) seconds.
+
+    If ``cpu`` is a list, the CPU seconds the calling thread used are appended to it.
+    """
+    cdef double t0, t1, c0, c1
     cdef int rc
     _check_ws(ws)
     if seed == 0:
         raise ValueError("xorshift seed must not be 0")
     if a.needs_gil:
+        c0 = bench_cpu_now()
         t0 = bench_now()
         rc = _mixed(&a.vt, ws, nops, seed)
         t1 = bench_now()
+        c1 = bench_cpu_now()
     else:
         with nogil:
+            c0 = bench_cpu_now()
             t0 = bench_now()
             rc = _mixed(&a.vt, ws, nops, seed)
             t1 = bench_now()
+            c1 = bench_cpu_now()
     if rc != 0:
         raise MemoryError(f"{a.name}: malloc returned NULL in the mixed workload")
+    if cpu is not None:
+        cpu.append(c1 - c0)
     return t1 - t0
 
 

@@ -218,16 +218,20 @@ class _Proof:
 
 # ---- one measurement ------------------------------------------------------------
 def _once(wl: str, a: Alloc, ops: int, threads: int, fixed: Optional[str]) -> tuple:
-    """Run one workload once; return (seconds, blocks counted as ops)."""
+    """Run one workload once; return (wall seconds, CPU seconds or None, blocks counted as ops).
+
+    CPU seconds (the calling thread's) are measured for the one-thread loops only.
+    """
+    cpu: List[float] = []
     if wl.startswith("threads-"):
         p = C_WORKLOADS[fixed]
-        return _b.run_threads(a.obj, threads, p["size"], p["ws"], ops), threads * ops
+        return _b.run_threads(a.obj, threads, p["size"], p["ws"], ops), None, threads * ops
     p = C_WORKLOADS[wl]
     if p["kind"] == "ring":
-        return _b.run_ring(a.obj, p["size"], p["ws"], ops), ops
+        return _b.run_ring(a.obj, p["size"], p["ws"], ops, cpu=cpu), cpu[0], ops
     if p["kind"] == "mixed":
-        return _b.run_mixed(a.obj, p["ws"], ops), ops
-    return _b.run_xthread(a.obj, p["size"], ops), ops
+        return _b.run_mixed(a.obj, p["ws"], ops, cpu=cpu), cpu[0], ops
+    return _b.run_xthread(a.obj, p["size"], ops), None, ops
 
 
 def _summary(mops: List[float]) -> Dict[str, Any]:
@@ -241,6 +245,7 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
     label = f"{wl}/{fixed}" if fixed else wl
     proofs = {a.name: _Proof() for a in allocs if a.is_hakmem}
     mops: Dict[str, List[float]] = {a.name: [] for a in allocs}
+    cpu_mops: Dict[str, List[float]] = {a.name: [] for a in allocs}
     mapped: Dict[str, List[int]] = {a.name: [] for a in allocs if a.is_hakmem}
     rounds = [False] * opts.warmup + [True] * opts.runs
     for r, measured in enumerate(rounds):
@@ -249,7 +254,7 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
             if a.is_hakmem:
                 hakmem.configure(heap_v2=a.heap_v2)
                 before = _hak_counts()
-            dt, blocks = _once(wl, a, opts.ops, threads, fixed)
+            dt, cpu, blocks = _once(wl, a, opts.ops, threads, fixed)
             if a.is_hakmem:
                 after = _hak_counts()
                 if measured:
@@ -257,6 +262,8 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
                     mapped[a.name].append(after["bytes_mapped"] - before["bytes_mapped"])
             if measured:
                 mops[a.name].append(blocks / dt / 1e6 if dt > 0 else float("inf"))
+                if cpu:
+                    cpu_mops[a.name].append(blocks / cpu / 1e6)
     out = []
     for a in allocs:
         row: Dict[str, Any] = {
@@ -266,6 +273,7 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
             "allocator": a.name,
             "ops_per_run": opts.ops * (threads if fixed else 1),
             "mops": _summary(mops[a.name]),
+            "mops_cpu": _summary(cpu_mops[a.name]) if cpu_mops[a.name] else None,
             "gil_held": a.needs_gil,
             "hakmem_check": proofs[a.name].as_dict() if a.is_hakmem else None,
         }
@@ -368,12 +376,13 @@ TARGETS = [
 
 
 def _targets(res: Dict[str, Any]) -> List[Dict[str, Any]]:
-    ratio = {(r["workload"], r["baseline"]): r["ratio"] for r in res["ratios"]}
+    ratio = {(r["workload"], r["baseline"]): r for r in res["ratios"]}
     out = []
     for name, wl, base, goal in TARGETS:
-        v = ratio.get((wl, base))
-        if v is not None:
-            out.append({"target": name, "value": v, "goal": goal, "met": v >= goal})
+        r = ratio.get((wl, base))
+        if r is not None:
+            out.append({"target": name, "value": r["ratio"], "goal": goal,
+                        "met": r["ratio"] >= goal, "value_cpu": r["ratio_cpu"]})
     mem = {m["allocator"]: m for m in res["memory"]}
     if "hakmem" in mem and "mimalloc" in mem:
         v = mem["hakmem"]["bytes_per_block"] / mem["mimalloc"]["bytes_per_block"]
@@ -510,6 +519,8 @@ def _records(opts: Options, tick: Callable[[str], None]) -> List[Dict[str, Any]]
 def _derive(res: Dict[str, Any], allocs: List[Alloc]) -> None:
     """Ratios of hakmem to each baseline, and threads-N speed-ups."""
     med = {(r["workload"], r["allocator"]): r["mops"]["median"] for r in res["results"]}
+    cpu = {(r["workload"], r["allocator"]): r["mops_cpu"]["median"] for r in res["results"]
+           if r.get("mops_cpu")}
     workloads = []
     for r in res["results"]:
         if r["workload"] not in workloads:
@@ -521,8 +532,10 @@ def _derive(res: Dict[str, Any], allocs: List[Alloc]) -> None:
         for a in allocs:
             if a.name == "hakmem" or (wl, a.name) not in med:
                 continue
+            hc, bc = cpu.get((wl, "hakmem")), cpu.get((wl, a.name))
             res["ratios"].append({"workload": wl, "baseline": a.name,
-                                  "ratio": h / med[(wl, a.name)]})
+                                  "ratio": h / med[(wl, a.name)],
+                                  "ratio_cpu": hc / bc if hc and bc else None})
     for r in res["results"]:
         if not r["workload"].startswith("threads-"):
             continue

@@ -62,11 +62,14 @@ def test_json_has_the_documented_keys(quick_run):
     names = [a["name"] for a in res["allocators"]]
     assert names[:4] == ["hakmem", "hakmem-nomag", "libc", "pymalloc"]
     row_keys = {"workload", "base_workload", "threads", "allocator", "ops_per_run", "mops",
-                "gil_held", "hakmem_check"}
+                "mops_cpu", "gil_held", "hakmem_check"}
     for row in res["results"]:
         assert row_keys <= set(row)
         m = row["mops"]
         assert len(m["runs"]) == 5 and m["min"] <= m["median"] <= m["max"]
+        # CPU-time figures exactly for the one-thread loops
+        one = row["threads"] == 1 and not row["workload"].startswith("threads-")
+        assert (row["mops_cpu"] is not None) == one, row
         if row["allocator"].startswith("hakmem"):
             chk = row["hakmem_check"]
             assert chk["verified"] and chk["allocs"] == chk["frees"] == chk["expected_ops"] > 0
@@ -78,7 +81,7 @@ def test_json_has_the_documented_keys(quick_run):
     fixed = [r for r in res["results"] if r["workload"] == "fixed16_ws60" and r["allocator"] == "hakmem"]
     assert fixed and fixed[0]["hakmem_check"]["hit_rate"] is not None
     for x in res["ratios"]:
-        assert set(x) == {"workload", "baseline", "ratio"} and x["ratio"] > 0
+        assert set(x) == {"workload", "baseline", "ratio", "ratio_cpu"} and x["ratio"] > 0
     for x in res["memory"]:
         assert {"allocator", "blocks", "mean_request", "bytes_per_block", "overhead_bytes",
                 "rss_delta", "requested_bytes"} <= set(x)
@@ -92,6 +95,8 @@ def test_json_has_the_documented_keys(quick_run):
             "hakmem_vtable_over_direct", "libc_vtable_over_direct", "note"} <= set(cp)
     for t in res["targets"]:
         assert {"target", "value", "goal", "met"} <= set(t)
+        keys_t = set(t)
+        assert keys_t <= {"target", "value", "goal", "met", "value_cpu", "lower_is_better", "note"}
 
 
 def test_docs_name_every_json_key(quick_run):

@@ -15,7 +15,7 @@ __all__ = ["add_bench_parser", "main", "format_report", "write_plot"]
 
 QUICK = {"ops": 100_000, "runs": 5, "mem_blocks": 20_000, "record_ops": 20_000,
          "live_records": 100_000}
-FULL = {"ops": 2_000_000, "runs": 5, "mem_blocks": 100_000, "record_ops": 200_000,
+FULL = {"ops": 2_000_000, "runs": 7, "mem_blocks": 100_000, "record_ops": 200_000,
         "live_records": 1_000_000}
 
 
@@ -43,7 +43,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                         "records, callpath")
     p.add_argument("--ops", type=_count, help=f"ops per run, per thread (default {FULL['ops']:,}; "
                                               f"--quick {QUICK['ops']:,})")
-    p.add_argument("--runs", type=_count, help="measured runs per cell, after one warm-up (default 5)")
+    p.add_argument("--runs", type=_count, help="measured runs per cell, after one warm-up (default 7; --quick 5)")
     p.add_argument("--quick", action="store_true", help="a few-second run (fewer ops per run)")
     p.add_argument("--vs", action="append", default=[], metavar="PATH",
                    help="also compare a shared library exporting malloc/free (repeatable)")
@@ -219,12 +219,13 @@ def format_report(res: Dict[str, Any]) -> str:
         sc = {(x["workload"], x["threads"], x["allocator"]): x for x in res["scaling"]}
         keys = sorted({(x["workload"], x["threads"]) for x in res["scaling"]})
         names = [a for a in allocs if any(x["allocator"] == a for x in res["scaling"])]
-        ref = {x["threads"]: x["speedup"] for x in res.get("scaling_reference", [])}
+        ref = {(x["workload"], x["threads"]): x["speedup"] for x in res.get("scaling_reference", [])}
         rows = [[wl, str(n)] + [f"{sc[(wl, n, a)]['speedup']:.2f}x" if (wl, n, a) in sc else "-"
                                 for a in names]
-                + [f"{ref[n]:.2f}x" if ref.get(n) else "-"] for wl, n in keys]
-        out += ["", "threads-N: total ops/s over the same allocator on one thread; cpu = the "
-                    "same for threads doing pure arithmetic (what this machine gives N threads now)"]
+                + [f"{ref[(wl, n)]:.2f}x" if ref.get((wl, n)) else "-"] for wl, n in keys]
+        out += ["", "threads-N: total ops/s over the same allocator on one thread; cpu = N "
+                    "threads of pure arithmetic over one, measured in the same rounds (what this "
+                    "machine gives N threads now)"]
         out += _table(["workload", "threads"] + names + ["cpu"], rows, left=2)
     if res["memory"]:
         m0 = res["memory"][0]

@@ -88,7 +88,7 @@ class Options:
 
     workloads: List[str] = field(default_factory=lambda: list(DEFAULT_WORKLOADS))
     ops: int = 2_000_000
-    runs: int = 5
+    runs: int = 7
     warmup: int = 1
     vs: List[str] = field(default_factory=list)
     mimalloc: bool = True
@@ -246,6 +246,7 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
     proofs = {a.name: _Proof() for a in allocs if a.is_hakmem}
     mops: Dict[str, List[float]] = {a.name: [] for a in allocs}
     cpu_mops: Dict[str, List[float]] = {a.name: [] for a in allocs}
+    spin: List[float] = []
     mapped: Dict[str, List[int]] = {a.name: [] for a in allocs if a.is_hakmem}
     rounds = [False] * opts.warmup + [True] * opts.runs
     for r, measured in enumerate(rounds):
@@ -264,6 +265,13 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
                 mops[a.name].append(blocks / dt / 1e6 if dt > 0 else float("inf"))
                 if cpu:
                     cpu_mops[a.name].append(blocks / cpu / 1e6)
+        if fixed and measured:
+            # the machine's own scaling, in the same round: N arithmetic threads vs one
+            tick(f"{label} cpu reference")
+            iters = max(1_000_000, 10 * opts.ops)
+            one = _b.run_spin(1, iters)
+            many = _b.run_spin(threads, iters) / threads
+            spin.append(one / many)
     out = []
     for a in allocs:
         row: Dict[str, Any] = {
@@ -280,6 +288,8 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
         if a.is_hakmem:
             row["bytes_mapped_growth"] = sum(mapped[a.name])
         out.append(row)
+    if spin:
+        out[0]["_spin"] = spin        # taken out by run() into scaling_reference
     return out
 
 
@@ -436,7 +446,7 @@ def run(opts: Options) -> Dict[str, Any]:
         elif wl.startswith("threads-"):
             for f in FIXED:
                 steps.append((wl, f, int(wl.split("-")[1])))
-    n_steps = len(steps) + (1 if any(f for _, f, _ in steps) else 0) + (1 if "mixed16-1024_ws256" in opts.workloads else 0) \
+    n_steps = len(steps) + (1 if "mixed16-1024_ws256" in opts.workloads else 0) \
         + (1 if "records" in opts.workloads else 0) + (1 if "callpath" in opts.workloads else 0)
     done = [0]
 
@@ -452,11 +462,13 @@ def run(opts: Options) -> Dict[str, Any]:
                     res["skipped"].append({"workload": f"{wl}:{fixed}" if fixed else wl,
                                            "allocator": a.name,
                                            "reason": "needs the GIL; cannot run on several threads"})
-            res["results"].extend(_measure_cell_rounds(wl, fixed, threads, use, opts, tick))
-            done[0] += 1
-        nthreads = sorted({t for wl, f, t in steps if f is not None})
-        if nthreads:
-            res["scaling_reference"] = _spin_reference(nthreads, opts, tick)
+            rows = _measure_cell_rounds(wl, fixed, threads, use, opts, tick)
+            spin = rows[0].pop("_spin", None) if rows else None
+            if spin:
+                res["scaling_reference"].append({"workload": fixed, "threads": threads,
+                                                 "speedups": spin,
+                                                 "speedup": statistics.median(spin)})
+            res["results"].extend(rows)
             done[0] += 1
         if "mixed16-1024_ws256" in opts.workloads:
             for a in allocs:
@@ -478,22 +490,6 @@ def run(opts: Options) -> Dict[str, Any]:
     res["targets"] = _targets(res)
     res["elapsed_s"] = time.perf_counter() - t_start
     return res
-
-
-def _spin_reference(nthreads: List[int], opts: Options,
-                    tick: Callable[[str], None]) -> List[Dict[str, Any]]:
-    """What the machine gives N threads right now: pure-arithmetic threads, no memory."""
-    iters = max(1_000_000, 10 * opts.ops)
-    times: Dict[int, List[float]] = {n: [] for n in nthreads}
-    for r in range(opts.warmup + opts.runs):
-        for n in nthreads:
-            tick(f"cpu reference, {n} thread(s), round {r + 1}")
-            dt = _b.run_spin(n, iters)
-            if r >= opts.warmup:
-                times[n].append(n * iters / dt / 1e6)
-    one = statistics.median(times[1]) if 1 in times else None
-    return [{"threads": n, "mops": _summary(times[n]),
-             "speedup": statistics.median(times[n]) / one if one else None} for n in nthreads]
 
 
 def _records(opts: Options, tick: Callable[[str], None]) -> List[Dict[str, Any]]:

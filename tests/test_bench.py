@@ -106,7 +106,8 @@ def test_docs_name_every_json_key(quick_run):
     with open(DOCS) as f:
         doc = f.read()
     keys = set(res)
-    for section in ("results", "memory", "records", "targets", "ratios", "scaling"):
+    for section in ("results", "memory", "records", "targets", "ratios", "scaling",
+                    "scaling_reference", "allocators", "skipped"):
         for row in res[section]:
             keys |= set(row)
     keys |= set(res["callpath"]) | set(res["settings"])

@@ -513,7 +513,14 @@ def _records(opts: Options, tick: Callable[[str], None]) -> List[Dict[str, Any]]
 
 
 def _derive(res: Dict[str, Any], allocs: List[Alloc]) -> None:
-    """Ratios of hakmem to each baseline, and threads-N speed-ups."""
+    """Ratios of hakmem to each baseline, threads-N speed-ups, and how busy the machine was."""
+    shares = [r["mops"]["median"] / r["mops_cpu"]["median"] for r in res["results"]
+              if r.get("mops_cpu")]
+    res["cpu_share"] = statistics.median(shares) if shares else None
+    if res["cpu_share"] is not None and res["cpu_share"] < 0.85:
+        res["notes"].append(
+            f"the machine was busy: one-thread runs got {100 * res['cpu_share']:.0f}% of a CPU "
+            f"(median); wall-clock figures are low and noisy, the per-CPU-second table less so")
     med = {(r["workload"], r["allocator"]): r["mops"]["median"] for r in res["results"]}
     cpu = {(r["workload"], r["allocator"]): r["mops_cpu"]["median"] for r in res["results"]
            if r.get("mops_cpu")}

@@ -57,7 +57,8 @@ def test_json_has_the_documented_keys(quick_run):
     assert res["schema"] == BR.SCHEMA
     top = {"schema", "hakmem_version", "build", "python", "platform", "cpu_count", "settings",
            "allocators", "notes", "results", "skipped", "ratios", "scaling",
-           "scaling_reference", "memory", "records", "callpath", "targets", "elapsed_s"}
+           "scaling_reference", "memory", "records", "callpath", "targets", "cpu_share",
+           "elapsed_s"}
     assert top <= set(res)
     names = [a["name"] for a in res["allocators"]]
     assert names[:4] == ["hakmem", "hakmem-nomag", "libc", "pymalloc"]

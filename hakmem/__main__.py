@@ -1,21 +1,34 @@
-"""``python -m hakmem <command>``: the command-line entry point.
+"""``python -m hakmem <command>`` (or the ``hakmem`` script): dispatch to the subcommands.
 
-Commands: ``run`` (a program with hakmem as CPython's allocator, :mod:`hakmem.run_cli`).
+Commands: ``bench`` (:mod:`hakmem.bench_cli`), ``run`` (a program with hakmem as
+CPython's allocator, :mod:`hakmem.run_cli`).
+
+Each subcommand lives in its own module with an ``add_<name>_parser(subparsers)``
+function that sets ``func``; this file only wires them together.
 """
 import argparse
 import sys
 
-from hakmem import run_cli
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr and exit status 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def main(argv=None):
-    """Parse the command line and dispatch to the chosen subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m hakmem")
-    sub = parser.add_subparsers(dest="command", metavar="command")
-    run_cli.add_run_parser(sub)
+def main(argv=None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; return its exit status."""
+    parser = _OneLineParser(prog="python -m hakmem",
+                            description="hakmem: a tiny-object allocator for Python and Cython")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_OneLineParser)
+    from hakmem.bench_cli import add_bench_parser
+    from hakmem.run_cli import add_run_parser
+    add_bench_parser(sub)
+    add_run_parser(sub)
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
         return 2
     return args.func(args)
 

@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import subprocess
+import tempfile
 import sys
 import textwrap
 import threading
@@ -54,7 +55,12 @@ def api(dom, op):
 
 
 def run(args, timeout=120, **kw):
-    """Run a Python subprocess with this test run's hakmem on the path."""
+    """Run a Python subprocess with this test run's hakmem on the path.
+
+    It starts outside the source tree by default, so `-c`/`-m` import the installed
+    package rather than the uncompiled sources.
+    """
+    kw.setdefault("cwd", tempfile.gettempdir())
     return subprocess.run([PY] + args, capture_output=True, text=True, env=kw.pop("env", ENV),
                           timeout=timeout, **kw)
 

@@ -42,8 +42,11 @@ cdef extern from *:
     #define HAK_POISON 0xDD
     #define HAK_CANARY_BYTE 0xCA
     static void hak_die(const char* what, void* p, unsigned cls) {
-        fprintf(stderr, "hakmem: %s: block %p (class %u, %u bytes)\\n", what, p, cls,
-                cls < 20 ? hak_block_size(cls) : 0u);
+        if (cls < 20)
+            fprintf(stderr, "hakmem: %s: block %p (class %u, %u bytes)\\n", what, p, cls,
+                    hak_block_size(cls));
+        else
+            fprintf(stderr, "hakmem: %s: pointer %p (no hakmem class)\\n", what, p);
         fflush(stderr);
         abort();
     }
@@ -112,6 +115,33 @@ cdef inline bint _has_tag(void* p) noexcept nogil:
     return (<uint64_t*>p)[1] == (HAK_FREE_TAG ^ <uintptr_t>p)
 
 
+cdef void _debug_check_link(void* p, uint32_t c) noexcept nogil:
+    """Debug builds: the free-list link (word 0) of free block p must be NULL or a
+    block start of class c in an active slab; else a write after free hit it."""
+    cdef void* nxt = (<void**>p)[0]
+    cdef hak_region_t* r
+    cdef hak_slab_t* s
+    if nxt == NULL:
+        return
+    r = hak_region_of(g_l1, <uintptr_t>nxt)
+    if r != NULL:
+        s = hak_slab_in(r, <uintptr_t>nxt)
+        if (s != &r.slabs[0] and s.cls == c and nxt >= <void*>s.start and nxt < <void*>s.bump
+                and (<uintptr_t>nxt - <uintptr_t>s.start) % hak_stride(c) == 0):
+            return
+    hak_die("write after free (free-list link overwritten)", p, c)
+
+
+cdef void _debug_check_alloc(void* p, uint32_t c, bint linked) noexcept nogil:
+    """Debug builds: a block leaving a thread cache must still look free: free tag
+    (word 1), link (word 0, for list blocks) and poison (bytes 16..) intact."""
+    if not _has_tag(p):
+        hak_die("write after free (free tag overwritten)", p, c)
+    if linked:
+        _debug_check_link(p, c)
+    hak_debug_on_alloc(p, c)
+
+
 # ---- thread caches -----------------------------------------------------------
 cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
     """Copy the global configuration into a cache (magazine must be empty)."""
@@ -178,6 +208,8 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
         tc.sll_n[c] = 0
     else:
         for i in range(keep - 1):
+            if HAK_DEBUG:
+                _debug_check_link(p, c)
             if (<void**>p)[0] == NULL:
                 break
             p = (<void**>p)[0]
@@ -185,6 +217,8 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
         (<void**>p)[0] = NULL
         tc.sll_n[c] = keep if rest != NULL else tc.sll_n[c]
     while rest != NULL:
+        if HAK_DEBUG:
+            _debug_check_link(rest, c)
         nxt = (<void**>rest)[0]
         s = hak_slab_in(<hak_region_t*>(<uintptr_t>rest & ~(HAK_REGION_SIZE - 1)),
                         <uintptr_t>rest)
@@ -335,12 +369,12 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
     if tc.sll[c] == NULL and not _refill(tc, c):
         return NULL
     p = tc.sll[c]
+    if HAK_DEBUG:
+        _debug_check_alloc(p, c, True)
     tc.sll[c] = (<void**>p)[0]
     tc.sll_n[c] -= 1
     tc.st[c].sll_pop += 1
     (<uint64_t*>p)[1] = 0
-    if HAK_DEBUG:
-        hak_debug_on_alloc(p, c)
     return p
 
 
@@ -357,19 +391,19 @@ cdef void* hak_malloc(size_t size) noexcept nogil:
                 tc.mag_top[c] = t
                 p = tc.mag[c * HAK_MAG_MAX_CAP + t]
                 tc.st[c].mag_hit += 1
-                (<uint64_t*>p)[1] = 0      # clear the free tag
                 if HAK_DEBUG:
-                    hak_debug_on_alloc(p, c)
+                    _debug_check_alloc(p, c, False)
+                (<uint64_t*>p)[1] = 0      # clear the free tag
                 return p
             tc.st[c].mag_miss += 1
         p = tc.sll[c]
         if hak_likely(p != NULL):
+            if HAK_DEBUG:
+                _debug_check_alloc(p, c, True)
             tc.sll[c] = (<void**>p)[0]
             tc.sll_n[c] -= 1
             tc.st[c].sll_pop += 1
             (<uint64_t*>p)[1] = 0
-            if HAK_DEBUG:
-                hak_debug_on_alloc(p, c)
             return p
     return _malloc_slow(size)
 

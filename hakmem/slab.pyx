@@ -35,6 +35,19 @@ cdef extern from *:
     """
     void hak_debug_fill_canaries(char* start, char* end, uint32_t stride, uint32_t size) nogil
 
+cdef extern from *:
+    """
+    #include <stdio.h>
+    #include <stdlib.h>
+    static void hak_slab_die_link(void* p, unsigned cls) {
+        fprintf(stderr, "hakmem: write after free (free-list link overwritten): "
+                "block %p (class %u, %u bytes)\\n", p, cls, hak_block_size(cls));
+        fflush(stderr);
+        abort();
+    }
+    """
+    void hak_slab_die_link(void* p, unsigned cls) nogil
+
 from hakmem.classes cimport hak_block_size
 
 # ---- global state (guarded by g_lock) --------------------------------------
@@ -196,6 +209,8 @@ cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil:
     cdef uint32_t n = 0
     p = head
     while p != NULL:
+        if HAK_DEBUG and (<void**>p)[0] != NULL:
+            _debug_check_link(s, p)
         nxt = (<void**>p)[0]
         (<void**>p)[0] = s.local_free
         s.local_free = p
@@ -208,6 +223,13 @@ cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil:
 cdef bint hak_slab_has_free(hak_slab_t* s) noexcept nogil:
     return (s.local_free != NULL or s.bump < s.end
             or hak_atomic_load_ptr(&s.remote_free) != NULL)
+
+
+cdef void _debug_check_link(hak_slab_t* s, void* p) noexcept nogil:
+    """Debug builds: a local-free link must point at a carved block of this slab."""
+    cdef char* n = <char*>(<void**>p)[0]
+    if n < s.start or n >= s.bump or (<uintptr_t>(n - s.start)) % hak_stride(s.cls) != 0:
+        hak_slab_die_link(p, s.cls)
 
 
 cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept nogil:
@@ -224,7 +246,11 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
     if p != NULL:
         first = p
         n = 1
-        while n < want and (<void**>p)[0] != NULL:
+        while True:
+            if HAK_DEBUG and (<void**>p)[0] != NULL:
+                _debug_check_link(s, p)
+            if n >= want or (<void**>p)[0] == NULL:
+                break
             p = (<void**>p)[0]
             n += 1
         s.local_free = (<void**>p)[0]

@@ -634,36 +634,47 @@ def _check_addr(addr):
         raise ValueError(f"address {addr:#x} is out of range")
 
 
-def malloc(size_t size):
+def _check_size(v, what):
+    # Sizes must be ints: a float would otherwise be truncated silently.
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{what} must be an int, not {type(v).__name__}")
+    return v
+
+
+def malloc(size):
     """Allocate ``size`` bytes; return the block's address as an int."""
+    cdef size_t nbytes = _check_size(size, "size")
     cdef void* p
     with nogil:
-        p = hak_malloc(size)
+        p = hak_malloc(nbytes)
     if p == NULL:
         raise MemoryError(f"hakmem: cannot allocate {size} bytes")
     return <uintptr_t>p
 
 
-def calloc(size_t n, size_t size):
+def calloc(n, size):
     """Allocate ``n * size`` zeroed bytes; return the address."""
+    cdef size_t count = _check_size(n, "n")
+    cdef size_t nbytes = _check_size(size, "size")
     cdef void* p
     with nogil:
-        p = hak_calloc(n, size)
+        p = hak_calloc(count, nbytes)
     if p == NULL:
         raise MemoryError(f"hakmem: cannot allocate {n} x {size} bytes")
     return <uintptr_t>p
 
 
-def realloc(addr, size_t size):
+def realloc(addr, size):
     """Resize the block at ``addr`` (0 = allocate); return the new address."""
     _check_addr(addr)
+    cdef size_t nbytes = _check_size(size, "size")
     cdef void* p = <void*><uintptr_t>addr
     cdef void* q
     cdef int rc = HAK_OK if p == NULL else hak_check_live(p)
     if rc != HAK_OK:
         raise ValueError(f"realloc({addr:#x}): address {_ERRORS[rc]}")
     with nogil:
-        q = hak_realloc(p, size)
+        q = hak_realloc(p, nbytes)
     if q == NULL:
         raise MemoryError(f"hakmem: cannot reallocate to {size} bytes")
     return <uintptr_t>q

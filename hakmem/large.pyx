@@ -87,8 +87,8 @@ cdef bint _insert(shard_t* sh, uintptr_t k, size_t size) noexcept nogil:
 
 cdef entry_t* _find(shard_t* sh, uintptr_t k) noexcept nogil:
     cdef size_t j
-    if sh.cap == 0:
-        return NULL
+    if sh.cap == 0 or k <= 1:
+        return NULL           # 0 and 1 mark empty and deleted slots: never live keys
     j = _mix(k) & (sh.cap - 1)
     while sh.tab[j].key != 0:
         if sh.tab[j].key == k:

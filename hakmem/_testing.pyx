@@ -536,3 +536,63 @@ def raw_thread_flush():
     """``hak_thread_flush()`` for the calling thread."""
     with nogil:
         hak_thread_flush()
+
+
+# ---- out-of-memory helper ----------------------------------------------------------
+cdef class Hoard:
+    """Allocates blocks until the allocator says NULL, keeping them in a C array made
+    beforehand, so nothing else needs memory while memory is exhausted."""
+    cdef void** blocks
+    cdef size_t cap
+    cdef size_t n
+
+    def __cinit__(self, size_t cap):
+        self.blocks = <void**>sys_calloc(cap if cap else 1, sizeof(void*))
+        if self.blocks == NULL:
+            raise MemoryError()
+        self.cap = cap
+
+    def fill(self, size_t size):
+        """``hak_malloc(size)`` until NULL or the array is full; returns how many
+        blocks this call got and whether it ended on a NULL."""
+        cdef size_t got = 0
+        cdef bint null = False
+        cdef void* p
+        with nogil:
+            while self.n < self.cap:
+                p = hak_malloc(size)
+                if p == NULL:
+                    null = True
+                    break
+                (<char*>p)[0] = 1          # touch it: the page must really exist
+                self.blocks[self.n] = p
+                self.n += 1
+                got += 1
+        return got, null
+
+    def pop(self):
+        """Free the most recent block; returns its address (0 if empty)."""
+        cdef void* p = NULL
+        if self.n:
+            self.n -= 1
+            p = self.blocks[self.n]
+            hak_free(p)
+        return <uintptr_t>p
+
+    def release(self):
+        """Free every block held; returns how many."""
+        cdef size_t k = self.n
+        with nogil:
+            while self.n:
+                self.n -= 1
+                hak_free(self.blocks[self.n])
+        return k
+
+    def __len__(self):
+        return self.n
+
+    def __dealloc__(self):
+        while self.n:
+            self.n -= 1
+            hak_free(self.blocks[self.n])
+        sys_free(self.blocks)

@@ -559,8 +559,11 @@ cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil:
     cdef size_t k, nwords = sizeof(hak_class_stats_t) // 8
     cdef uint64_t* dst
     cdef uint64_t* src
-    memcpy(out, g_retired, sizeof(g_retired))
     pthread_mutex_lock(&g_tc_lock)
+    # Read the retired counters under the lock too: an exiting thread moves its
+    # counters from its cache into g_retired under this lock, and a copy taken
+    # before it would miss them in both places (a torn, shrinking snapshot).
+    memcpy(out, g_retired, sizeof(g_retired))
     tc = g_caches
     while tc != NULL:
         for c in range(HAK_NCLASSES):

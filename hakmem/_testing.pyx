@@ -596,3 +596,44 @@ cdef class Hoard:
             self.n -= 1
             hak_free(self.blocks[self.n])
         sys_free(self.blocks)
+
+
+# ---- stats consistency -----------------------------------------------------------
+from hakmem.front cimport hak_stats_collect, hak_class_stats_t
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec* ts)
+    int CLOCK_MONOTONIC
+
+
+def watch_stats(double seconds):
+    """Collect the per-class counters in a tight nogil loop for ``seconds``; returns
+    ``(reads, drops)`` where a drop is a total (allocs or frees) smaller than the
+    previous read: counters only grow, so any drop is a torn snapshot."""
+    cdef hak_class_stats_t st[20]
+    cdef timespec t0, t
+    cdef uint64_t a, f, pa = 0, pf = 0, reads = 0, drops = 0
+    cdef int c
+    with nogil:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        while True:
+            hak_stats_collect(st)
+            a = 0
+            f = 0
+            for c in range(20):
+                a += st[c].mag_hit + st[c].sll_pop
+                f += st[c].free_mag + st[c].free_sll + st[c].free_remote
+            if a < pa or f < pf:
+                drops += 1
+            pa = a
+            pf = f
+            reads += 1
+            if (reads & 1023) == 0:
+                clock_gettime(CLOCK_MONOTONIC, &t)
+                if (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) * 1e-9 > seconds:
+                    break
+    return reads, drops

@@ -204,3 +204,17 @@ def test_stress_long(trimmed):
     before = trimmed
     res = _testing.stress(threads=8, ops=int(4_000_000 * SCALE), seed=99)
     _assert_accounted(res, before, _counters())
+
+
+def test_stats_snapshots_never_shrink_during_thread_churn(trimmed):
+    """Counters only grow: stats read while threads exit must never go backwards
+    (an exiting thread's counts move from its cache to the retired totals)."""
+    import threading
+    out = []
+    watcher = threading.Thread(target=lambda: out.append(_testing.watch_stats(1.5)))
+    watcher.start()
+    errors, _, _ = _testing.churn(nthreads=1500, wave=8, nblocks=20, keep=0)
+    watcher.join()
+    reads, drops = out[0]
+    assert errors == 0 and reads > 1000
+    assert drops == 0, f"{drops} of {reads} snapshots went backwards"

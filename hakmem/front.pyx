@@ -57,6 +57,7 @@ cdef extern from *:
         for (int i = 0; i < HAK_CANARY; i++)
             if (cz[i] != HAK_CANARY_BYTE) hak_die("buffer overflow (canary overwritten)", p, cls);
         memset((char*)p + 16, HAK_POISON, size - 16);
+        memset(p, HAK_POISON, 8);    /* the link word: a list push overwrites it */
     #else
         (void)p; (void)cls;
     #endif
@@ -139,6 +140,9 @@ cdef void _debug_check_alloc(void* p, uint32_t c, bint linked) noexcept nogil:
         hak_die("write after free (free tag overwritten)", p, c)
     if linked:
         _debug_check_link(p, c)
+    elif (<uint64_t*>p)[0] != <uint64_t>0xDDDDDDDDDDDDDDDDULL:
+        # magazine blocks keep word 0 poisoned (no link): see hak_debug_on_free
+        hak_die("write after free (poison overwritten)", p, c)
     hak_debug_on_alloc(p, c)
 
 

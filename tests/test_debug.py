@@ -96,6 +96,12 @@ CASES = {
         ctypes.memset(a + 100, 0x41, 4)
         for _ in range(2000): T.raw_malloc(100)
         """, "write after free (poison overwritten)", 6, 112),
+    "write_after_free_magazine_word0": ("""
+        a = T.raw_malloc(32); show(a)      # class 1: the free goes into the magazine
+        T.raw_free(a)
+        ctypes.memset(a, 0x41, 1)
+        T.raw_malloc(32)
+        """, "write after free (poison overwritten)", 1, 32),
     "write_after_free_tag_16": ("""
         a = T.raw_malloc(16); show(a)      # no poisoned bytes in a 16-byte block
         T.raw_free(a)

@@ -38,6 +38,17 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export HAKMEM_STRESS_SCALE="${HAKMEM_STRESS_SCALE:-0.2}"
 mkdir "$work/run" && cd "$work/run"   # so `import hakmem` finds the sanitized install
 python -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
+if [[ "$sanitize" == *address* ]]; then
+  # Preflight: a one-byte overflow of a large block must be caught, or ASan is not
+  # really watching (and a clean run would prove nothing).
+  if python -c "import ctypes, hakmem; a = hakmem.malloc(2000); ctypes.memset(a, 0, 2001)" \
+       2> "$work/preflight.log"; then
+    echo "sanitize.sh: ASan did not catch a planted overflow; not running" >&2; exit 1
+  fi
+  grep -q "heap-buffer-overflow" "$work/preflight.log" \
+    || { cat "$work/preflight.log" >&2; echo "sanitize.sh: preflight failed oddly" >&2; exit 1; }
+  echo "== preflight: ASan caught a planted heap-buffer-overflow"
+fi
 if [ $# -eq 0 ]; then set -- -m "not slow"; fi
 echo "== pytest under $sanitize (LD_PRELOAD=${preload:-none})"
 python -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "$here/tests" "$@"

@@ -59,6 +59,7 @@ cdef extern from *:
         for (int i = 0; i < HAK_CANARY; i++)
             if (cz[i] != HAK_CANARY_BYTE) hak_die("buffer overflow (canary overwritten)", p, cls);
         memset((char*)p + 16, HAK_POISON, size - 16);
+        memset(p, HAK_POISON, 8);    /* the link word: a list push overwrites it */
     #else
         (void)p; (void)cls;
     #endif
@@ -155,10 +156,11 @@ cdef void _debug_check_alloc(void* p, uint32_t c, bint linked) noexcept nogil:
         hak_die("write after free (free tag overwritten)", p, c)
     if linked:
         _debug_check_link(p, c)
+    elif (<uint64_t*>p)[0] != <uint64_t>0xDDDDDDDDDDDDDDDDULL:
+        # magazine blocks keep word 0 poisoned (no link): see hak_debug_on_free
+        hak_die("write after free (poison overwritten)", p, c)
     hak_debug_on_alloc(p, c)
 
-
-# ---- thread caches -----------------------------------------------------------
 
 # ---- thread caches -----------------------------------------------------------
 cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
@@ -638,6 +640,9 @@ cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil:
     cdef hak_tcache_t* tc
     cdef uint32_t c
     pthread_mutex_lock(&g_tc_lock)
+    # Read the retired counters under the lock too: an exiting thread moves its
+    # counters from its cache into g_retired under this lock, and a copy taken
+    # before it would miss them in both places (a torn, shrinking snapshot).
     memcpy(out, g_retired, sizeof(g_retired))
     tc = g_caches
     while tc != NULL:

@@ -76,7 +76,8 @@ def test_producer_consumer_bounded(hakdown):
 def test_thread_exit_returns_caches():
     hakmem.trim()
     base_live = live()
-    mapped0 = hakmem.stats()["bytes_mapped"]
+    st0 = hakmem.stats()
+    mapped0, active0 = st0["bytes_mapped"], st0["slabs_active"]
 
     def short():
         addrs = [hakmem.malloc(n) for n in (16, 32, 64, 128, 512, 1024) * 10]
@@ -90,22 +91,28 @@ def test_thread_exit_returns_caches():
         for t in ts:
             t.join()
 
+    def settled():
+        # join() returns before TLS destructors run; wait for the caches to go
+        assert wait_for(lambda: hakmem.stats()["slabs_active"] <= active0 + 20)
+        return hakmem.stats()["bytes_mapped"]
+
     wave()
-    # 100 concurrent threads each hold a slab per class while alive; after they
-    # exit everything is back in the pool, so further waves map nothing new.
-    after_first = hakmem.stats()["bytes_mapped"]
-    assert after_first <= mapped0 + 40 * 2**20
+    # 100 concurrent threads each hold a slab per class (6 classes x 64 KiB) while
+    # alive; after they exit everything is back in the pool, so further waves map
+    # nothing new.
+    after_first = settled()
+    assert after_first <= mapped0 + 100 * 6 * 64 * 1024 * 2
     for _ in range(9):
         wave()
-    st = hakmem.stats()
+        assert settled() <= after_first + 8 * 2**20
     assert live() == base_live
-    assert st["bytes_mapped"] <= after_first + 4 * 2**20
-    assert wait_for(lambda: hakmem.stats()["slabs_active"] <= 20)
-    assert hakmem.stats()["slabs_abandoned"] == 0
+    assert hakmem.stats()["slabs_abandoned"] <= st0["slabs_abandoned"]
 
 
 def test_blocks_outliving_their_thread():
     keep = []
+    hakmem.trim()
+    ab0 = hakmem.stats()["slabs_abandoned"]
 
     def make():
         keep.extend(hakmem.malloc(48) for _ in range(1000))
@@ -113,11 +120,11 @@ def test_blocks_outliving_their_thread():
     t = threading.Thread(target=make)
     t.start()
     t.join()
-    assert wait_for(lambda: hakmem.stats()["slabs_abandoned"] >= 1)
+    assert wait_for(lambda: hakmem.stats()["slabs_abandoned"] >= ab0 + 1)
     for a in keep:
         hakmem.free(a)               # remote frees into abandoned slabs
     hakmem.trim()
-    assert hakmem.stats()["slabs_abandoned"] == 0
+    assert hakmem.stats()["slabs_abandoned"] <= ab0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Build hakmem with AddressSanitizer + UndefinedBehaviorSanitizer into a throw-away
+# virtualenv and run the test suite against that build.
+#
+#   tools/sanitize.sh                 # short form: the suite without `slow` tests
+#   tools/sanitize.sh -m slow         # any extra arguments go to pytest
+#   HAKMEM_SANITIZE=address tools/sanitize.sh    # pick the sanitizers
+#
+# CPython itself is not ASan-built, so libasan is LD_PRELOADed (it must come first);
+# PYTHONMALLOC=malloc sends Python's own allocations, and with them hakmem's large
+# path (the system malloc), through ASan's checked heap. Leak checking is off:
+# the interpreter leaks at exit by design. Any ASan or UBSan report aborts the
+# process, so a clean run is a passing pytest.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+sanitize="${HAKMEM_SANITIZE:-address,undefined}"
+work="$(mktemp -d /tmp/hakmem-sanitize.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+
+# Reuse the interpreter's numpy/pytest/hypothesis/Cython: only hakmem is rebuilt.
+python3 -m venv --system-site-packages "$work/venv"
+# shellcheck disable=SC1091
+. "$work/venv/bin/activate"
+echo "== building hakmem with -fsanitize=$sanitize"
+cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$work/"
+rm -f "$work"/hakmem/*.so "$work"/hakmem/*.c
+(cd "$work" && HAKMEM_SANITIZE="$sanitize" pip install -q --no-deps --no-build-isolation . \
+    > "$work/build.log" 2>&1) || { tail -30 "$work/build.log"; exit 1; }
+
+preload=""
+if [[ "$sanitize" == *address* ]]; then
+  preload="$(gcc -print-file-name=libasan.so)"
+fi
+export LD_PRELOAD="$preload"
+export PYTHONMALLOC=malloc
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1:handle_segv=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export HAKMEM_STRESS_SCALE="${HAKMEM_STRESS_SCALE:-0.2}"
+mkdir "$work/run" && cd "$work/run"   # so `import hakmem` finds the sanitized install
+python -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
+if [[ "$sanitize" == *address* ]]; then
+  # Preflight: a one-byte overflow of a large block must be caught, or ASan is not
+  # really watching (and a clean run would prove nothing).
+  if (python -c "import ctypes, hakmem; a = hakmem.malloc(2000); ctypes.memset(a, 0, 2001)" \
+       2> "$work/preflight.log") 2>/dev/null; then
+    echo "sanitize.sh: ASan did not catch a planted overflow; not running" >&2; exit 1
+  fi
+  grep -q "heap-buffer-overflow" "$work/preflight.log" \
+    || { cat "$work/preflight.log" >&2; echo "sanitize.sh: preflight failed oddly" >&2; exit 1; }
+  echo "== preflight: ASan caught a planted heap-buffer-overflow"
+fi
+if [ $# -eq 0 ]; then set -- -m "not slow"; fi
+echo "== pytest under $sanitize (LD_PRELOAD=${preload:-none})"
+python -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "$here/tests" "$@"

@@ -17,15 +17,16 @@ sanitize="${HAKMEM_SANITIZE:-address,undefined}"
 work="$(mktemp -d /tmp/hakmem-sanitize.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
-# Reuse the interpreter's numpy/pytest/hypothesis/Cython: only hakmem is rebuilt.
-python3 -m venv --system-site-packages "$work/venv"
-# shellcheck disable=SC1091
-. "$work/venv/bin/activate"
+# Reuse the running environment's numpy/pytest/hypothesis/Cython (a venv or the
+# system's): only hakmem is rebuilt, into a directory put first on PYTHONPATH.
 echo "== building hakmem with -fsanitize=$sanitize"
-cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$work/"
-rm -f "$work"/hakmem/*.so "$work"/hakmem/*.c
-(cd "$work" && HAKMEM_SANITIZE="$sanitize" pip install -q --no-deps --no-build-isolation . \
-    > "$work/build.log" 2>&1) || { tail -30 "$work/build.log"; exit 1; }
+mkdir "$work/src"
+cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$work/src/"
+rm -f "$work"/src/hakmem/*.so "$work"/src/hakmem/*.c
+(cd "$work/src" && HAKMEM_SANITIZE="$sanitize" python3 -m pip install -q --no-deps \
+    --no-build-isolation --target "$work/site" . > "$work/build.log" 2>&1) \
+    || { tail -30 "$work/build.log"; exit 1; }
+export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
 
 preload=""
 if [[ "$sanitize" == *address* ]]; then
@@ -37,11 +38,11 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_retu
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export HAKMEM_STRESS_SCALE="${HAKMEM_STRESS_SCALE:-0.2}"
 mkdir "$work/run" && cd "$work/run"   # so `import hakmem` finds the sanitized install
-python -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
+python3 -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
 if [[ "$sanitize" == *address* ]]; then
   # Preflight: a one-byte overflow of a large block must be caught, or ASan is not
   # really watching (and a clean run would prove nothing).
-  if (python -c "import ctypes, hakmem; a = hakmem.malloc(2000); ctypes.memset(a, 0, 2001)" \
+  if (python3 -c "import ctypes, hakmem; a = hakmem.malloc(2000); ctypes.memset(a, 0, 2001)" \
        2> "$work/preflight.log") 2>/dev/null; then
     echo "sanitize.sh: ASan did not catch a planted overflow; not running" >&2; exit 1
   fi
@@ -51,4 +52,4 @@ if [[ "$sanitize" == *address* ]]; then
 fi
 if [ $# -eq 0 ]; then set -- -m "not slow"; fi
 echo "== pytest under $sanitize (LD_PRELOAD=${preload:-none})"
-python -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "$here/tests" "$@"
+python3 -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "$here/tests" "$@"

@@ -18,15 +18,14 @@ work="$(mktemp -d /tmp/hakmem-sanitize.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
 # Reuse the running environment's numpy/pytest/hypothesis/Cython (a venv or the
-# system's): only hakmem is rebuilt, into a directory put first on PYTHONPATH.
+# system's): only hakmem is rebuilt, in place in a copy put first on PYTHONPATH.
 echo "== building hakmem with -fsanitize=$sanitize"
 mkdir "$work/src"
 cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$work/src/"
 rm -f "$work"/src/hakmem/*.so "$work"/src/hakmem/*.c
-(cd "$work/src" && HAKMEM_SANITIZE="$sanitize" python3 -m pip install -q --no-deps \
-    --no-build-isolation --target "$work/site" . > "$work/build.log" 2>&1) \
-    || { tail -30 "$work/build.log"; exit 1; }
-export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+(cd "$work/src" && HAKMEM_SANITIZE="$sanitize" python3 setup.py build_ext --inplace \
+    > "$work/build.log" 2>&1) || { tail -30 "$work/build.log"; exit 1; }
+export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
 
 preload=""
 if [[ "$sanitize" == *address* ]]; then

@@ -851,21 +851,30 @@ def _ring_in_module(long nops, int ws, size_t size):
     in another module (the cimport path). Returns elapsed seconds."""
     cdef void* ring[4096]
     cdef long i
-    cdef int k
+    cdef int k = 0
     cdef double t0, t1
+    cdef void* p
+    cdef bint oom = False
     if ws <= 0 or ws > 4096 or nops < 0:
         raise ValueError("ws must be in 1..4096 and nops >= 0")
-    for k in range(ws):
-        ring[k] = NULL
+    memset(ring, 0, sizeof(ring))
     with nogil:
         t0 = _now()
         for i in range(nops):
-            k = <int>(i % ws)
             if ring[k] != NULL:
                 hak_free(ring[k])
-            ring[k] = hak_malloc(size)
-            (<char*>ring[k])[0] = 1
+            p = hak_malloc(size)
+            if p == NULL:
+                oom = True
+                break
+            (<char*>p)[0] = <char>i      # touch it, as the bench loops do
+            ring[k] = p
+            k += 1
+            if k == ws:                  # no division in the timed loop
+                k = 0
+        t1 = _now()
         for k in range(ws):
             hak_free(ring[k])
-        t1 = _now()
+    if oom:
+        raise MemoryError(f"hak_malloc({size}) returned NULL")
     return t1 - t0

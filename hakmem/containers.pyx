@@ -681,6 +681,39 @@ cdef inline Py_ssize_t _clamp_insert(object idx, Py_ssize_t n) except? -1:
 
 
 # ============================================================================ RecordVector
+cdef class _RecordContainer:
+    """The part RecordVector, RecordDeque and RecordMap share: the record codec, the
+    closed flag, ``with`` blocks (close on exit) and the dtype / spec properties."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.closed = True          # until __init__ succeeds
+
+    cdef int _bind(self, object spec) except -1:
+        """Take the record spec; refused if __init__ already ran."""
+        if self._codec is not None:
+            raise TypeError(f"{type(self).__name__} is already initialised")
+        self._codec = _codec_for(spec)
+        return 0
+
+    def __enter__(self):
+        _check_open(self.closed, self)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    @property
+    def dtype(self):
+        """The numpy dtype of one record."""
+        return self._codec.dtype
+
+    @property
+    def spec(self):
+        """The RecordSpec of the records."""
+        return self._codec.spec
+
+
 cdef RecordVector _new_vector(_Codec codec):
     """An empty open vector of codec's records (skips spec parsing)."""
     cdef RecordVector v = RecordVector.__new__(RecordVector)
@@ -690,7 +723,7 @@ cdef RecordVector _new_vector(_Codec codec):
     return v
 
 
-cdef class RecordVector:
+cdef class RecordVector(_RecordContainer):
     """A growable contiguous array of records in hakmem memory.
 
     ``RecordVector(spec, data=None)``: spec as accepted by :func:`hakmem.spec.parse_spec`;
@@ -703,13 +736,8 @@ cdef class RecordVector:
     BufferError. Not thread-safe.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.closed = True          # until __init__ succeeds
-
     def __init__(self, spec, data=None):
-        if self._codec is not None:
-            raise TypeError("RecordVector is already initialised")
-        self._codec = _codec_for(spec)
+        self._bind(spec)
         self.itemsize = self._codec.itemsize
         self.closed = False
         if data is not None:
@@ -1105,24 +1133,6 @@ cdef class RecordVector:
         self.n = self.cap = 0
         self.closed = True
 
-    def __enter__(self):
-        _check_open(self.closed, self)
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    @property
-    def dtype(self):
-        """The numpy dtype of one record."""
-        return self._codec.dtype
-
-    @property
-    def spec(self):
-        """The RecordSpec of the records."""
-        return self._codec.spec
-
     @property
     def capacity(self):
         """Records that fit before the buffer has to move."""
@@ -1241,7 +1251,7 @@ PyType_Modified(<PyTypeObject*>RecordVector)
 
 
 # ============================================================================ RecordDeque
-cdef class RecordDeque:
+cdef class RecordDeque(_RecordContainer):
     """A double-ended queue of records on chunked hakmem storage.
 
     ``RecordDeque(spec, maxlen=None, data=None)``. O(1) ``append``, ``appendleft``,
@@ -1251,14 +1261,9 @@ cdef class RecordDeque:
     record from the other end, as collections.deque does. Not thread-safe.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.closed = True
-
     def __init__(self, spec, maxlen=None, data=None):
         cdef Py_ssize_t nper = 8
-        if self._codec is not None:
-            raise TypeError("RecordDeque is already initialised")
-        self._codec = _codec_for(spec)
+        self._bind(spec)
         self.itemsize = self._codec.itemsize
         if maxlen is None:
             self.maxn = -1
@@ -1640,28 +1645,10 @@ cdef class RecordDeque:
         self.mcap = 0
         self.closed = True
 
-    def __enter__(self):
-        _check_open(self.closed, self)
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
     @property
     def maxlen(self):
         """The maximum length, or None if unbounded."""
         return self.maxlen_obj()
-
-    @property
-    def dtype(self):
-        """The numpy dtype of one record."""
-        return self._codec.dtype
-
-    @property
-    def spec(self):
-        """The RecordSpec of the records."""
-        return self._codec.spec
 
     @property
     def nbytes(self):
@@ -1720,7 +1707,7 @@ cdef inline int _map_key(RecordMap m, object k, int64_t* out) except -1:
     return m._key(k, out)
 
 
-cdef class RecordMap:
+cdef class RecordMap(_RecordContainer):
     """An integer-keyed hash map whose values are records stored inline.
 
     ``RecordMap(spec, key="i8", data=None)``: key is an integer numpy type (i1..i8,
@@ -1732,13 +1719,8 @@ cdef class RecordMap:
     Bulk ``get_many`` / ``set_many`` work on numpy arrays. Not thread-safe.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.closed = True
-
     def __init__(self, spec, key="i8", data=None):
-        if self._codec is not None:
-            raise TypeError("RecordMap is already initialised")
-        self._codec = _codec_for(spec)
+        self._bind(spec)
         self.itemsize = self._codec.itemsize
         self.estride = 8 + ((self.itemsize + 7) & ~7)
         try:
@@ -2220,24 +2202,6 @@ cdef class RecordMap:
             return
         self.clear()
         self.closed = True
-
-    def __enter__(self):
-        _check_open(self.closed, self)
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    @property
-    def dtype(self):
-        """The numpy dtype of one record."""
-        return self._codec.dtype
-
-    @property
-    def spec(self):
-        """The RecordSpec of the records."""
-        return self._codec.spec
 
     @property
     def nbytes(self):

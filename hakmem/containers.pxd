@@ -23,7 +23,8 @@ cdef enum:
     HAK_C_MISSING = -5      # RecordMap: no such key
     HAK_C_RANGE = -6        # RecordMap: key outside the key type's range
 
-# Field kinds of a record layout (one per numpy scalar type the specs accept).
+# Field kinds of a record layout (one per numpy scalar type the specs accept; in this
+# order: _Codec.get_field tests ranges of them).
 cdef enum:
     HAK_K_I1 = 1
     HAK_K_I2

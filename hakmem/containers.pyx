@@ -38,6 +38,7 @@ from libc.stdint cimport INT64_MIN, INT64_MAX, int8_t, int16_t, int32_t, int64_t
 from libc.string cimport memcpy, memmove, memset
 
 from hakmem.front cimport hak_malloc, hak_realloc, hak_free
+from hakmem.record cimport hak_rec_put_int, hak_rec_get_int, hak_rec_get_uint, hak_rec_get_bytes
 
 import numpy as np
 
@@ -253,9 +254,6 @@ cdef class _Codec:
         cdef unsigned long long ux = 0
         cdef double d = 0.0
         cdef float fl
-        cdef int8_t i1
-        cdef int16_t i2
-        cdef int32_t i4
         cdef uint8_t b
         cdef char* p = dst + f.offset
         if kind == HAK_K_F8 or kind == HAK_K_F4:
@@ -313,21 +311,11 @@ cdef class _Codec:
                 self._range_error(i, v)
             else:
                 ux = <unsigned long long>x
-            memcpy(p, &ux, 8)
+            hak_rec_put_int(p, ux, 8)
             return 0
         if ovf != 0 or x < _IMIN[kind] or x > _IMAX[kind]:
             self._range_error(i, v)
-        if f.size == 8:
-            memcpy(p, &x, 8)
-        elif f.size == 4:
-            i4 = <int32_t>x
-            memcpy(p, &i4, 4)
-        elif f.size == 2:
-            i2 = <int16_t>x
-            memcpy(p, &i2, 2)
-        else:
-            i1 = <int8_t>x
-            p[0] = <char>i1
+        hak_rec_put_int(p, <uint64_t>x, f.size)
         return 0
 
     cdef object _as_int(self, Py_ssize_t i, object v):
@@ -350,47 +338,21 @@ cdef class _Codec:
         cdef int kind = f.kind
         cdef double d
         cdef float fl
-        cdef int64_t x8
-        cdef uint64_t u8
-        cdef int32_t x4
-        cdef uint32_t u4
-        cdef int16_t x2
-        cdef uint16_t u2
-        cdef Py_ssize_t n
         if kind == HAK_K_F8:
             memcpy(&d, p, 8)
             return PyFloat_FromDouble(d)
-        if kind == HAK_K_I8:
-            memcpy(&x8, p, 8)
-            return PyLong_FromLongLong(x8)
-        if kind == HAK_K_I4:
-            memcpy(&x4, p, 4)
-            return PyLong_FromLongLong(x4)
         if kind == HAK_K_F4:
             memcpy(&fl, p, 4)
             return PyFloat_FromDouble(fl)
+        if kind <= HAK_K_I8:            # HAK_K_I1 .. HAK_K_I8
+            return PyLong_FromLongLong(hak_rec_get_int(p, f.size))
         if kind == HAK_K_U8:
-            memcpy(&u8, p, 8)
-            return PyLong_FromUnsignedLongLong(u8)
-        if kind == HAK_K_U4:
-            memcpy(&u4, p, 4)
-            return PyLong_FromLongLong(u4)
-        if kind == HAK_K_I2:
-            memcpy(&x2, p, 2)
-            return PyLong_FromLongLong(x2)
-        if kind == HAK_K_U2:
-            memcpy(&u2, p, 2)
-            return PyLong_FromLongLong(u2)
-        if kind == HAK_K_I1:
-            return PyLong_FromLongLong((<const int8_t*>p)[0])
-        if kind == HAK_K_U1:
-            return PyLong_FromLongLong((<const uint8_t*>p)[0])
+            return PyLong_FromUnsignedLongLong(hak_rec_get_uint(p, 8))
+        if kind <= HAK_K_U4:            # HAK_K_U1 .. HAK_K_U4: fit a long long
+            return PyLong_FromLongLong(<int64_t>hak_rec_get_uint(p, f.size))
         if kind == HAK_K_BOOL:
             return p[0] != 0
-        n = f.size               # bytes: numpy strips trailing NULs
-        while n > 0 and p[n - 1] == 0:
-            n -= 1
-        return PyBytes_FromStringAndSize(p, n)
+        return hak_rec_get_bytes(p, f.size)
 
     cdef tuple unpack(self, const char* src):
         """The record at src as a tuple of field values."""

@@ -14,15 +14,15 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.exc cimport PyErr_Occurred, PyErr_Clear
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport (uint64_t, uint32_t, uint16_t, uint8_t, int64_t, int32_t, int16_t,
-                          int8_t, uintptr_t, INT64_MIN, INT64_MAX)
+from libc.stdint cimport (uint64_t, uint32_t, uint16_t, uint8_t, int64_t, uintptr_t, INT64_MIN,
+                          INT64_MAX)
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite, fabs
 from libc.float cimport FLT_MAX
 
 from hakmem.front cimport hak_malloc, hak_free, hak_realloc, hak_usable_size, hak_trim
 from hakmem.classes cimport hak_likely, hak_unlikely
+from hakmem.record cimport hak_rec_put_int, hak_rec_get_int, hak_rec_get_uint, hak_rec_get_bytes
 
 cimport cython
 
@@ -753,12 +753,6 @@ cdef class RecordPool:
         cdef float f32
         cdef int64_t iv
         cdef uint64_t uv
-        cdef int8_t i8
-        cdef int16_t i16
-        cdef int32_t i32
-        cdef uint8_t u8
-        cdef uint16_t u16
-        cdef uint32_t u32
         cdef Py_ssize_t blen
         if kind == _K_F8 or kind == _K_F4:
             if PyFloat_CheckExact(v):
@@ -796,17 +790,7 @@ cdef class RecordPool:
                     raise OverflowError(f"field {self._names[fi]!r}: {v!r} is out of range "
                                         f"for {self._dtype[fi]} [{_IMIN[size]}, {_IMAX[size]}]")
                 iv = v
-                if size == 8:
-                    memcpy(dst, &iv, 8)
-                elif size == 4:
-                    i32 = <int32_t>iv
-                    memcpy(dst, &i32, 4)
-                elif size == 2:
-                    i16 = <int16_t>iv
-                    memcpy(dst, &i16, 2)
-                else:
-                    i8 = <int8_t>iv
-                    memcpy(dst, &i8, 1)
+                hak_rec_put_int(dst, <uint64_t>iv, size)
                 return 0
             if kind == _K_BOOL:
                 if not (v == 0 or v == 1):
@@ -818,17 +802,7 @@ cdef class RecordPool:
                 raise OverflowError(f"field {self._names[fi]!r}: {v!r} is out of range "
                                     f"for {self._dtype[fi]} [0, {_UMAX[size]}]")
             uv = v
-            if size == 8:
-                memcpy(dst, &uv, 8)
-            elif size == 4:
-                u32 = <uint32_t>uv
-                memcpy(dst, &u32, 4)
-            elif size == 2:
-                u16 = <uint16_t>uv
-                memcpy(dst, &u16, 2)
-            else:
-                u8 = <uint8_t>uv
-                memcpy(dst, &u8, 1)
+            hak_rec_put_int(dst, uv, size)
             return 0
         # bytes
         if not isinstance(v, (bytes, bytearray)):
@@ -851,15 +825,6 @@ cdef class RecordPool:
         cdef uint32_t size = self._fsize[fi]
         cdef double d
         cdef float f32
-        cdef int64_t iv
-        cdef uint64_t uv
-        cdef int8_t i8
-        cdef int16_t i16
-        cdef int32_t i32
-        cdef uint8_t u8
-        cdef uint16_t u16
-        cdef uint32_t u32
-        cdef Py_ssize_t n
         if kind == _K_F8:
             memcpy(&d, src, 8)
             return d
@@ -867,37 +832,12 @@ cdef class RecordPool:
             memcpy(&f32, src, 4)
             return <double>f32
         if kind == _K_INT:
-            if size == 8:
-                memcpy(&iv, src, 8)
-            elif size == 4:
-                memcpy(&i32, src, 4)
-                iv = i32
-            elif size == 2:
-                memcpy(&i16, src, 2)
-                iv = i16
-            else:
-                memcpy(&i8, src, 1)
-                iv = i8
-            return iv
+            return hak_rec_get_int(src, size)
         if kind == _K_UINT:
-            if size == 8:
-                memcpy(&uv, src, 8)
-            elif size == 4:
-                memcpy(&u32, src, 4)
-                uv = u32
-            elif size == 2:
-                memcpy(&u16, src, 2)
-                uv = u16
-            else:
-                memcpy(&u8, src, 1)
-                uv = u8
-            return uv
+            return hak_rec_get_uint(src, size)
         if kind == _K_BOOL:
             return src[0] != 0
-        n = size                         # numpy's S<n>: trailing NULs dropped
-        while n > 0 and src[n - 1] == 0:
-            n -= 1
-        return PyBytes_FromStringAndSize(src, n)
+        return hak_rec_get_bytes(src, size)
 
     cdef int _read(self, object handle, char* out) except -1:
         """Copy the record of a live handle into out (itemsize bytes)."""

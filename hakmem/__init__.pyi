@@ -12,7 +12,7 @@ from hakmem.front import (
     trim as trim,
     thread_flush as thread_flush,
 )
-from hakmem.stats import stats as stats, format_table as stats_table
+from hakmem.stats import stats as stats
 from hakmem.pyalloc import install as install, uninstall as uninstall, installed as installed
 from hakmem.pool import (
     RecordPool as RecordPool,
@@ -27,14 +27,8 @@ from hakmem.containers import (
 )
 
 __version__: str
-__all__ = [
-    "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
-    "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
-    "trim", "thread_flush", "install", "uninstall", "installed",
-    "RecordPool", "RecordView", "StaleHandleError",
-    "Record", "RecordVector", "RecordDeque", "RecordMap",
-]
 
+def stats_table(st: Dict[str, Any] | None = ...) -> str: ...
 def config() -> Dict[str, Any]: ...
 def configure(**overrides: Any) -> Dict[str, Any]: ...
 def build_info() -> Dict[str, Any]: ...

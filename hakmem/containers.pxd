@@ -133,7 +133,7 @@ cdef class RecordDeque(_RecordContainer):
     cdef void _release_all(self) noexcept nogil
     # private helpers of the Python API
     cdef int _push(self, rec, dict fields, bint left) except -1
-    cdef RecordVector _stage(self, src)
+    cdef int _push_all(self, src, bint left) except -1
     cdef object maxlen_obj(self)
 
 

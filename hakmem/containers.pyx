@@ -1427,35 +1427,28 @@ cdef class RecordDeque(_RecordContainer):
         self.popleft_raw(NULL)
         return r
 
-    cdef RecordVector _stage(self, src):
-        """Validate and pack every record of src (all or nothing)."""
-        cdef RecordVector tmp = _new_vector(self._codec)
+    cdef int _push_all(self, src, bint left) except -1:
+        """Validate and pack every record of src first (all or nothing), then push
+        them one by one at the left or the right end."""
+        cdef RecordVector tmp
+        cdef Py_ssize_t k
+        cdef int rc
+        _check_open(self.closed, self)
+        tmp = _new_vector(self._codec)
         tmp.extend(src)
-        return tmp
+        for k in range(tmp.n):
+            rc = self.appendleft_raw(tmp.ptr_at(k)) if left else self.append_raw(tmp.ptr_at(k))
+            if rc != HAK_C_OK:
+                _raise_rc(rc, self)
+        return 0
 
     def extend(self, src):
         """Append every record of src at the right end (all or nothing)."""
-        cdef RecordVector tmp
-        cdef Py_ssize_t k
-        cdef int rc
-        _check_open(self.closed, self)
-        tmp = self._stage(src)
-        for k in range(tmp.n):
-            rc = self.append_raw(tmp.ptr_at(k))
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        self._push_all(src, False)
 
     def extendleft(self, src):
         """appendleft every record of src in turn (so they end up reversed)."""
-        cdef RecordVector tmp
-        cdef Py_ssize_t k
-        cdef int rc
-        _check_open(self.closed, self)
-        tmp = self._stage(src)
-        for k in range(tmp.n):
-            rc = self.appendleft_raw(tmp.ptr_at(k))
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        self._push_all(src, True)
 
     def insert(self, index, rec=None, **fields):
         """Insert a record before index; IndexError if the deque is at maxlen."""

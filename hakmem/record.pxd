@@ -7,7 +7,7 @@
 # Inline only (there is no hakmem.record module to import at run time). Fields may be
 # unaligned (packed specs), so every access is a memcpy of the field's width; values
 # are in native byte order, as numpy stores them.
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
@@ -29,23 +29,6 @@ cdef inline void hak_rec_put_int(char* dst, uint64_t bits, Py_ssize_t size) noex
         dst[0] = <char><uint8_t>bits
 
 
-# The signed integer of `size` bytes at src, sign-extended.
-cdef inline int64_t hak_rec_get_int(const char* src, Py_ssize_t size) noexcept nogil:
-    cdef int64_t x8
-    cdef int32_t x4
-    cdef int16_t x2
-    if size == 8:
-        memcpy(&x8, src, 8)
-        return x8
-    if size == 4:
-        memcpy(&x4, src, 4)
-        return x4
-    if size == 2:
-        memcpy(&x2, src, 2)
-        return x2
-    return (<const int8_t*>src)[0]
-
-
 # The unsigned integer of `size` bytes at src.
 cdef inline uint64_t hak_rec_get_uint(const char* src, Py_ssize_t size) noexcept nogil:
     cdef uint64_t u8
@@ -61,6 +44,16 @@ cdef inline uint64_t hak_rec_get_uint(const char* src, Py_ssize_t size) noexcept
         memcpy(&u2, src, 2)
         return u2
     return (<const uint8_t*>src)[0]
+
+
+# The signed integer of `size` bytes at src: the unsigned load, sign-extended.
+cdef inline int64_t hak_rec_get_int(const char* src, Py_ssize_t size) noexcept nogil:
+    cdef uint64_t u = hak_rec_get_uint(src, size)
+    cdef uint64_t sign
+    if size < 8:
+        sign = <uint64_t>1 << (8 * size - 1)
+        u = (u ^ sign) - sign       # two's complement: the top bit of the field spreads up
+    return <int64_t>u
 
 
 # A byte-string field of `size` bytes as bytes, trailing NULs dropped (numpy's S<n>).

@@ -685,6 +685,16 @@ cdef RecordVector _new_vector(_Codec codec):
     return v
 
 
+cdef inline int _room(RecordVector v, Py_ssize_t need) except -1:
+    """Grow v to hold at least need records; MemoryError / BufferError if it cannot."""
+    cdef int rc
+    if need > v.cap:
+        rc = v._grow(need)
+        if rc != HAK_C_OK:
+            _raise_rc(rc, v)
+    return 0
+
+
 cdef class RecordVector(_RecordContainer):
     """A growable contiguous array of records in hakmem memory.
 
@@ -794,7 +804,6 @@ cdef class RecordVector(_RecordContainer):
         (same fields; values are range-checked), a RecordVector or a RecordDeque.
         All or nothing: if one record is refused, nothing is appended."""
         cdef Py_ssize_t m, k, n0
-        cdef int rc
         cdef RecordVector ov
         cdef RecordDeque od
         _check_open(self.closed, self)
@@ -804,10 +813,7 @@ cdef class RecordVector(_RecordContainer):
             _check_open(ov.closed, ov)
             self._same_spec(ov._codec)
             m = ov.n
-            if n0 + m > self.cap:
-                rc = self._grow(n0 + m)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + m)
             if m:
                 memcpy(self.data + n0 * self.itemsize, ov.data, m * self.itemsize)
             self.n = n0 + m
@@ -817,10 +823,7 @@ cdef class RecordVector(_RecordContainer):
             _check_open(od.closed, od)
             self._same_spec(od._codec)
             m = od.n
-            if n0 + m > self.cap:
-                rc = self._grow(n0 + m)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + m)
             for k in range(m):
                 memcpy(self.data + (n0 + k) * self.itemsize, od.ptr_at(k), self.itemsize)
             self.n = n0 + m
@@ -828,10 +831,7 @@ cdef class RecordVector(_RecordContainer):
         if isinstance(src, np.ndarray):
             a = _coerce_array(src, self._codec.dtype)
             m = len(a)
-            if n0 + m > self.cap:
-                rc = self._grow(n0 + m)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + m)
             if m:
                 memcpy(self.data + n0 * self.itemsize, _array_addr(a), m * self.itemsize)
             self.n = n0 + m
@@ -840,10 +840,7 @@ cdef class RecordVector(_RecordContainer):
             raise TypeError(f"extend() needs an iterable of records, not {type(src).__name__}")
         k = 0
         for rec in src:
-            if n0 + k == self.cap:
-                rc = self._grow(n0 + k + 1)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + k + 1)
             _pack_fast(self._codec, self.data + (n0 + k) * self.itemsize, rec)
             k += 1
         self.n = n0 + k
@@ -856,15 +853,11 @@ cdef class RecordVector(_RecordContainer):
     def insert(self, index, rec=None, **fields):
         """Insert a record before index (clamped like list.insert)."""
         cdef Py_ssize_t i
-        cdef int rc
         _check_open(self.closed, self)
         i = _clamp_insert(index, self.n)
         tmp = bytearray(self.itemsize)
         self._codec.pack(PyByteArray_AS_STRING(tmp), rec, fields)
-        if self.n == self.cap:
-            rc = self._grow(self.n + 1)
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        _room(self, self.n + 1)
         memmove(self.data + (i + 1) * self.itemsize, self.data + i * self.itemsize,
                 (self.n - i) * self.itemsize)
         memcpy(self.data + i * self.itemsize, PyByteArray_AS_STRING(tmp), self.itemsize)
@@ -942,7 +935,6 @@ cdef class RecordVector(_RecordContainer):
     cdef int _set_slice(self, slice s, value) except -1:
         cdef Py_ssize_t start, stop, step, m, k, newn, tail
         cdef RecordVector src
-        cdef int rc
         start, stop, step = s.indices(self.n)
         src = _new_vector(self._codec)
         src.extend(value)           # validates every record first
@@ -959,10 +951,7 @@ cdef class RecordVector(_RecordContainer):
             stop = start
         m = stop - start
         newn = self.n - m + src.n
-        if newn > self.cap:
-            rc = self._grow(newn)
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        _room(self, newn)
         tail = self.n - stop
         memmove(self.data + (start + src.n) * self.itemsize, self.data + stop * self.itemsize,
                 tail * self.itemsize)

@@ -465,32 +465,65 @@ cdef void* hak_pool_deref(hak_pool_t* p, uint64_t handle) noexcept nogil:
     return out
 
 
-cdef int hak_pool_read(hak_pool_t* p, uint64_t handle, void* out) noexcept nogil:
+cdef inline int _copy_locked(hak_pool_t* p, uint64_t h, char* buf, uint32_t off, uint32_t size,
+                             bint store, bint count_stale) noexcept nogil:
+    """Under p.lock: copy `size` bytes at `off` of the record of h into buf[off:]
+    (store: from buf[off:] into the record; buf is then only read). An _R_* code;
+    nothing is copied unless _R_OK, else p.stale counts the refusal if count_stale
+    (the Python API counts, the C API does not)."""
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef char* rec
+    cdef int r
+    hak_plock(&p.lock)
+    r = _decode(p, h, &ch, &j)
+    if hak_likely(r == _R_OK):
+        rec = ch.rec + <size_t>j * p.stride + off
+        if store:
+            memcpy(rec, buf + off, size)
+        else:
+            memcpy(buf + off, rec, size)
+    elif count_stale:
+        p.stale += 1
+    hak_punlock(&p.lock)
+    return r
+
+
+cdef inline Py_ssize_t _gather_locked(hak_pool_t* p, const int64_t* hs, Py_ssize_t n,
+                                     uint32_t off, uint32_t size, char* dst,
+                                     int* rout) noexcept nogil:
+    """Under p.lock (held by the caller): decode handles hs[0:n] in order, copying field
+    bytes [off, off + size) of each record to dst + i * size (dst NULL: only check).
+    The index of the first handle that is not live (its _R_* code in *rout), or -1."""
+    cdef Py_ssize_t i
     cdef hak_pchunk_t* ch
     cdef uint32_t j
     cdef int r
-    hak_plock(&p.lock)
-    r = _decode(p, handle, &ch, &j)
-    if r == _R_OK:
-        memcpy(out, ch.rec + <size_t>j * p.stride, p.itemsize)
-    hak_punlock(&p.lock)
+    for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
+        r = _decode(p, <uint64_t>hs[i], &ch, &j)
+        if r != _R_OK:
+            rout[0] = r
+            return i
+        if dst != NULL:
+            memcpy(dst + i * size, ch.rec + <size_t>j * p.stride + off, size)
+    return -1
+
+
+cdef inline int _api_status(int r) noexcept nogil:
+    """An _R_* code as the HAK_POOL_* code of the C API."""
     if r == _R_OK:
         return HAK_POOL_OK
     return HAK_POOL_ECLOSED if r == _R_CLOSED else HAK_POOL_ESTALE
+
+
+cdef int hak_pool_read(hak_pool_t* p, uint64_t handle, void* out) noexcept nogil:
+    return _api_status(_copy_locked(p, handle, <char*>out, 0, p.itemsize, False, False))
 
 
 cdef int hak_pool_write(hak_pool_t* p, uint64_t handle, const void* src) noexcept nogil:
-    cdef hak_pchunk_t* ch
-    cdef uint32_t j
-    cdef int r
-    hak_plock(&p.lock)
-    r = _decode(p, handle, &ch, &j)
-    if r == _R_OK:
-        memcpy(ch.rec + <size_t>j * p.stride, src, p.itemsize)
-    hak_punlock(&p.lock)
-    if r == _R_OK:
-        return HAK_POOL_OK
-    return HAK_POOL_ECLOSED if r == _R_CLOSED else HAK_POOL_ESTALE
+    return _api_status(_copy_locked(p, handle, <char*>src, 0, p.itemsize, True, False))
 
 
 cdef uint64_t hak_pool_live(hak_pool_t* p) noexcept nogil:
@@ -658,6 +691,15 @@ cdef class RecordView:
         except (KeyError, ValueError):
             return f"<RecordView of stale handle {self._h!r}>"
         return "Record(" + ", ".join(f"{n}={v!r}" for n, v in zip(self._pool._names, vals)) + ")"
+
+
+cdef inline int _copy_or_raise(RecordPool pool, object handle, char* buf, uint32_t off,
+                               uint32_t size, bint store) except -1:
+    """_copy_locked for a Python handle: a refused handle is counted and raised."""
+    cdef int r = _copy_locked(&pool._p, _handle(handle), buf, off, size, store, True)
+    if r != _R_OK:
+        raise _stale(r, handle)
+    return 0
 
 
 cdef class RecordPool:
@@ -841,37 +883,11 @@ cdef class RecordPool:
 
     cdef int _read(self, object handle, char* out) except -1:
         """Copy the record of a live handle into out (itemsize bytes)."""
-        cdef uint64_t h = _handle(handle)
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j
-        cdef int r
-        hak_plock(&self._p.lock)
-        r = _decode(&self._p, h, &ch, &j)
-        if hak_likely(r == _R_OK):
-            memcpy(out, ch.rec + <size_t>j * self._p.stride, self._p.itemsize)
-        else:
-            self._p.stale += 1
-        hak_punlock(&self._p.lock)
-        if r != _R_OK:
-            raise _stale(r, handle)
-        return 0
+        return _copy_or_raise(self, handle, out, 0, self._p.itemsize, False)
 
     cdef int _write_field(self, object handle, int fi, const char* rec) except -1:
         """Copy field fi from the record buffer rec into the live record of handle."""
-        cdef uint64_t h = _handle(handle)
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j, off = self._foff[fi]
-        cdef int r
-        hak_plock(&self._p.lock)
-        r = _decode(&self._p, h, &ch, &j)
-        if hak_likely(r == _R_OK):
-            memcpy(ch.rec + <size_t>j * self._p.stride + off, rec + off, self._fsize[fi])
-        else:
-            self._p.stale += 1
-        hak_punlock(&self._p.lock)
-        if r != _R_OK:
-            raise _stale(r, handle)
-        return 0
+        return _copy_or_raise(self, handle, <char*>rec, self._foff[fi], self._fsize[fi], True)
 
     cdef char* _tmp(self, char* stackbuf, size_t room) except NULL:
         """A record-sized scratch buffer: stackbuf if it is big enough."""
@@ -1148,10 +1164,9 @@ cdef class RecordPool:
         """One field of many records as a numpy array shaped like ``handles``."""
         cdef int fi = self._field(field)
         cdef const int64_t[::1] hs
-        cdef Py_ssize_t i, n, bad = -1
+        cdef Py_ssize_t n, bad = -1
         cdef int r = _R_OK
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j, off = self._foff[fi], size = self._fsize[fi], stride = self._p.stride
+        cdef uint32_t off = self._foff[fi], size = self._fsize[fi]
         cdef hak_pool_t* p = &self._p
         cdef char* dst
         self._check_open()
@@ -1164,24 +1179,10 @@ cdef class RecordPool:
         dst = <char*><uintptr_t>out.ctypes.data
         with nogil:
             hak_plock(&p.lock)
-            if size == 8:
-                for i in range(n):
-                    if i + _PREFETCH_AHEAD < n:
-                        _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
-                    r = _decode(p, <uint64_t>hs[i], &ch, &j)
-                    if r != _R_OK:
-                        bad = i
-                        break
-                    memcpy(dst + i * 8, ch.rec + <size_t>j * stride + off, 8)
+            if size == 8:                     # a constant size: the copy is one move
+                bad = _gather_locked(p, &hs[0], n, off, 8, dst, &r)
             else:
-                for i in range(n):
-                    if i + _PREFETCH_AHEAD < n:
-                        _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
-                    r = _decode(p, <uint64_t>hs[i], &ch, &j)
-                    if r != _R_OK:
-                        bad = i
-                        break
-                    memcpy(dst + i * size, ch.rec + <size_t>j * stride + off, size)
+                bad = _gather_locked(p, &hs[0], n, off, size, dst, &r)
             if bad >= 0:
                 p.stale += 1
             hak_punlock(&p.lock)
@@ -1195,8 +1196,8 @@ cdef class RecordPool:
         cdef const int64_t[::1] hs
         cdef Py_ssize_t i, n, bad = -1
         cdef int r = _R_OK
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j, off = self._foff[fi], size = self._fsize[fi], stride = self._p.stride
+        cdef hak_pchunk_t* ch = NULL
+        cdef uint32_t j = 0, off = self._foff[fi], size = self._fsize[fi], stride = self._p.stride
         cdef hak_pool_t* p = &self._p
         cdef const char* src
         self._check_open()
@@ -1209,13 +1210,7 @@ cdef class RecordPool:
         src = <const char*><uintptr_t>vals.ctypes.data
         with nogil:
             hak_plock(&p.lock)
-            for i in range(n):                # check every handle before writing any
-                if i + _PREFETCH_AHEAD < n:
-                    _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
-                r = _decode(p, <uint64_t>hs[i], &ch, &j)
-                if r != _R_OK:
-                    bad = i
-                    break
+            bad = _gather_locked(p, &hs[0], n, off, size, NULL, &r)   # check all before writing
             if bad < 0:
                 for i in range(n):
                     _decode(p, <uint64_t>hs[i], &ch, &j)

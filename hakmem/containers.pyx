@@ -685,6 +685,20 @@ cdef RecordVector _new_vector(_Codec codec):
     return v
 
 
+cdef int _vec_realloc(RecordVector v, Py_ssize_t cap) noexcept nogil:
+    """Move v's records to a buffer of exactly cap (>= v.n) records; the caller has
+    checked that no buffer export pins it. HAK_C_OK or HAK_C_NOMEM (v unchanged)."""
+    cdef void* p
+    if cap > PY_SSIZE_T_MAX // v.itemsize:
+        return HAK_C_NOMEM
+    p = hak_realloc(v.data, <size_t>(cap * v.itemsize))
+    if p == NULL:
+        return HAK_C_NOMEM
+    v.data = <char*>p
+    v.cap = cap
+    return HAK_C_OK
+
+
 cdef inline int _room(RecordVector v, Py_ssize_t need) except -1:
     """Grow v to hold at least need records; MemoryError / BufferError if it cannot."""
     cdef int rc
@@ -722,40 +736,24 @@ cdef class RecordVector(_RecordContainer):
     cdef int _grow(self, Py_ssize_t need) noexcept nogil:
         """Make room for `need` records (amortised 1.5x growth)."""
         cdef Py_ssize_t ncap
-        cdef void* p
         if self.exports > 0:
             return HAK_C_EXPORTED
         ncap = self.cap + (self.cap >> 1) + 8
         if ncap < need:
             ncap = need
         if ncap > PY_SSIZE_T_MAX // self.itemsize:
-            if need > PY_SSIZE_T_MAX // self.itemsize:
-                return HAK_C_NOMEM
-            ncap = need
-        p = hak_realloc(self.data, <size_t>(ncap * self.itemsize))
-        if p == NULL:
-            return HAK_C_NOMEM
-        self.data = <char*>p
-        self.cap = ncap
-        return HAK_C_OK
+            ncap = need                 # too big to over-allocate: try exactly need
+        return _vec_realloc(self, ncap)
 
     cdef int reserve_raw(self, Py_ssize_t cap) noexcept nogil:
         """Capacity for at least `cap` records (exactly `cap` if it has to grow)."""
-        cdef void* p
         if self.closed:
             return HAK_C_CLOSED
         if cap <= self.cap:
             return HAK_C_OK
         if self.exports > 0:
             return HAK_C_EXPORTED
-        if cap > PY_SSIZE_T_MAX // self.itemsize:
-            return HAK_C_NOMEM
-        p = hak_realloc(self.data, <size_t>(cap * self.itemsize))
-        if p == NULL:
-            return HAK_C_NOMEM
-        self.data = <char*>p
-        self.cap = cap
-        return HAK_C_OK
+        return _vec_realloc(self, cap)
 
     cdef int append_raw(self, const void* rec) noexcept nogil:
         """Copy itemsize bytes from rec to a new last record."""
@@ -1003,7 +1001,7 @@ cdef class RecordVector(_RecordContainer):
 
     def shrink_to_fit(self):
         """Give back the memory past len (BufferError while exported)."""
-        cdef void* p
+        cdef int rc
         _check_open(self.closed, self)
         if self.cap == self.n:
             return
@@ -1014,11 +1012,9 @@ cdef class RecordVector(_RecordContainer):
             self.data = NULL
             self.cap = 0
             return
-        p = hak_realloc(self.data, <size_t>(self.n * self.itemsize))
-        if p == NULL:
-            _raise_rc(HAK_C_NOMEM, self)
-        self.data = <char*>p
-        self.cap = self.n
+        rc = _vec_realloc(self, self.n)
+        if rc != HAK_C_OK:
+            _raise_rc(rc, self)
 
     def clear(self):
         """Remove every record (the capacity is kept; see shrink_to_fit)."""
@@ -1651,6 +1647,13 @@ cdef inline int _map_key(RecordMap m, object k, int64_t* out) except -1:
     return m._key(k, out)
 
 
+cdef inline void _map_free_storage(RecordMap m) noexcept nogil:
+    """Free the index table, the entries and the liveness bytes (the caller resets them)."""
+    hak_free(m.table)
+    hak_free(m.entries)
+    hak_free(m.alive)
+
+
 cdef class RecordMap(_RecordContainer):
     """An integer-keyed hash map whose values are records stored inline.
 
@@ -1683,9 +1686,7 @@ cdef class RecordMap(_RecordContainer):
             self.update(data)
 
     def __dealloc__(self):
-        hak_free(self.table)
-        hak_free(self.entries)
-        hak_free(self.alive)
+        _map_free_storage(self)
 
     # ---------------------------------------------------------------- cdef API
     cdef bint key_ok(self, int64_t key) noexcept nogil:
@@ -1749,9 +1750,7 @@ cdef class RecordMap(_RecordContainer):
                 h = _probe_next(h, &perturb, mask)
             nt[h] = <uint32_t>w
             w += 1
-        hak_free(self.table)
-        hak_free(self.entries)
-        hak_free(self.alive)
+        _map_free_storage(self)
         self.table = nt
         self.entries = ne
         self.alive = na
@@ -2007,9 +2006,7 @@ cdef class RecordMap(_RecordContainer):
     def clear(self):
         """Remove every entry and free the storage."""
         _check_open(self.closed, self)
-        hak_free(self.table)
-        hak_free(self.entries)
-        hak_free(self.alive)
+        _map_free_storage(self)
         self.table = NULL
         self.entries = NULL
         self.alive = NULL

@@ -180,31 +180,24 @@ def bench_hot(repeat, n=1000, rounds=200):
     for k in keys:
         m[k] = d[k]
 
-    def list_append():
-        for _ in range(rounds):
-            lst.clear()
-            ap = lst.append
-            for t in data:
-                ap(t)
+    # one loop body for both sides of each comparison: only the container differs
+    def appender(c):
+        def run():
+            for _ in range(rounds):
+                c.clear()
+                ap = c.append
+                for t in data:
+                    ap(t)
+        return run
 
-    def vec_append():
-        for _ in range(rounds):
-            v.clear()
-            ap = v.append
-            for t in data:
-                ap(t)
+    def getter(c):
+        def run():
+            for _ in range(rounds):
+                for k in keys:
+                    c[k]
+        return run
 
-    def dict_get():
-        for _ in range(rounds):
-            for k in keys:
-                d[k]
-
-    def map_get():
-        for _ in range(rounds):
-            for k in keys:
-                m[k]
-
-    t = _best({"list": list_append, "vec": vec_append, "dict": dict_get, "map": map_get},
+    t = _best({"list": appender(lst), "vec": appender(v), "dict": getter(d), "map": getter(m)},
               repeat)
     ops = n * rounds
     out = {"list_append_ns": t["list"] / ops * 1e9, "vector_append_ns": t["vec"] / ops * 1e9,

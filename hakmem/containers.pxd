@@ -23,7 +23,8 @@ cdef enum:
     HAK_C_MISSING = -5      # RecordMap: no such key
     HAK_C_RANGE = -6        # RecordMap: key outside the key type's range
 
-# Field kinds of a record layout (one per numpy scalar type the specs accept).
+# Field kinds of a record layout (one per numpy scalar type the specs accept; in this
+# order: _Codec.get_field tests ranges of them).
 cdef enum:
     HAK_K_I1 = 1
     HAK_K_I2
@@ -66,7 +67,15 @@ cdef class _Codec:
     cdef int _range_error(self, Py_ssize_t i, object v) except -1
 
 
-cdef class RecordVector:
+cdef class _RecordContainer:
+    # What RecordVector, RecordDeque and RecordMap share: the codec of their records
+    # and the closed flag (their Python API adds with-blocks and dtype/spec).
+    cdef readonly bint closed            # True after close(), and until __init__ succeeds
+    cdef readonly _Codec _codec
+    cdef int _bind(self, object spec) except -1    # __init__: take the spec (once)
+
+
+cdef class RecordVector(_RecordContainer):
     # Invariant: 0 <= n <= cap; data holds cap * itemsize bytes (NULL when cap == 0);
     # exports > 0 pins data (nothing may move or free it).
     cdef char* data
@@ -74,8 +83,6 @@ cdef class RecordVector:
     cdef Py_ssize_t cap
     cdef readonly Py_ssize_t itemsize    # bytes per record
     cdef readonly int exports            # live buffer exports pinning `data`
-    cdef readonly bint closed            # True after close()
-    cdef readonly _Codec _codec
 
     # The address of record i (0 <= i < len; not checked).
     cdef inline char* ptr_at(self, Py_ssize_t i) noexcept nogil:
@@ -91,7 +98,7 @@ cdef class RecordVector:
     cdef int _set_slice(self, slice s, value) except -1
 
 
-cdef class RecordDeque:
+cdef class RecordDeque(_RecordContainer):
     # Records live in chunks of nper (a power of two) records; `chunks` is a ring of
     # mcap chunk pointers (a power of two) whose live part starts at cfirst.
     # Record i sits at position head + i counted from the start of chunk cfirst.
@@ -111,8 +118,6 @@ cdef class RecordDeque:
     cdef int64_t base_seq
     cdef uint64_t state              # bumped by every change of length (iterators check it)
     cdef char* spare                 # one free chunk kept to avoid churn at boundaries
-    cdef readonly bint closed            # True after close()
-    cdef readonly _Codec _codec
 
     cdef inline char* ptr_at(self, Py_ssize_t i) noexcept nogil:
         cdef Py_ssize_t k = self.head + i
@@ -128,11 +133,11 @@ cdef class RecordDeque:
     cdef void _release_all(self) noexcept nogil
     # private helpers of the Python API
     cdef int _push(self, rec, dict fields, bint left) except -1
-    cdef RecordVector _stage(self, src)
+    cdef int _push_all(self, src, bint left) except -1
     cdef object maxlen_obj(self)
 
 
-cdef class RecordMap:
+cdef class RecordMap(_RecordContainer):
     # Compact open addressing (the layout and probe sequence of CPython's dict):
     # `table` (tcap = 2**tbits uint32 slots) holds entry numbers, EMPTY or DUMMY;
     # `entries` holds ecap entries of estride bytes (uint64 key, then the record at +8)
@@ -154,8 +159,6 @@ cdef class RecordMap:
     cdef int64_t kmax
     cdef uint64_t umax               # unsigned kinds: the largest key
     cdef uint64_t version            # bumped when a key is added or removed
-    cdef readonly bint closed            # True after close()
-    cdef readonly _Codec _codec
     cdef readonly object key_dtype
 
     # Keys are passed as int64_t; for a "u8" map pass the key's bits (<int64_t>ukey).

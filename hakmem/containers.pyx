@@ -38,6 +38,7 @@ from libc.stdint cimport INT64_MIN, INT64_MAX, int8_t, int16_t, int32_t, int64_t
 from libc.string cimport memcpy, memmove, memset
 
 from hakmem.front cimport hak_malloc, hak_realloc, hak_free
+from hakmem.record cimport hak_rec_put_int, hak_rec_get_int, hak_rec_get_uint, hak_rec_get_bytes
 
 import numpy as np
 
@@ -253,9 +254,6 @@ cdef class _Codec:
         cdef unsigned long long ux = 0
         cdef double d = 0.0
         cdef float fl
-        cdef int8_t i1
-        cdef int16_t i2
-        cdef int32_t i4
         cdef uint8_t b
         cdef char* p = dst + f.offset
         if kind == HAK_K_F8 or kind == HAK_K_F4:
@@ -313,21 +311,11 @@ cdef class _Codec:
                 self._range_error(i, v)
             else:
                 ux = <unsigned long long>x
-            memcpy(p, &ux, 8)
+            hak_rec_put_int(p, ux, 8)
             return 0
         if ovf != 0 or x < _IMIN[kind] or x > _IMAX[kind]:
             self._range_error(i, v)
-        if f.size == 8:
-            memcpy(p, &x, 8)
-        elif f.size == 4:
-            i4 = <int32_t>x
-            memcpy(p, &i4, 4)
-        elif f.size == 2:
-            i2 = <int16_t>x
-            memcpy(p, &i2, 2)
-        else:
-            i1 = <int8_t>x
-            p[0] = <char>i1
+        hak_rec_put_int(p, <uint64_t>x, f.size)
         return 0
 
     cdef object _as_int(self, Py_ssize_t i, object v):
@@ -350,47 +338,21 @@ cdef class _Codec:
         cdef int kind = f.kind
         cdef double d
         cdef float fl
-        cdef int64_t x8
-        cdef uint64_t u8
-        cdef int32_t x4
-        cdef uint32_t u4
-        cdef int16_t x2
-        cdef uint16_t u2
-        cdef Py_ssize_t n
         if kind == HAK_K_F8:
             memcpy(&d, p, 8)
             return PyFloat_FromDouble(d)
-        if kind == HAK_K_I8:
-            memcpy(&x8, p, 8)
-            return PyLong_FromLongLong(x8)
-        if kind == HAK_K_I4:
-            memcpy(&x4, p, 4)
-            return PyLong_FromLongLong(x4)
         if kind == HAK_K_F4:
             memcpy(&fl, p, 4)
             return PyFloat_FromDouble(fl)
+        if kind <= HAK_K_I8:            # HAK_K_I1 .. HAK_K_I8
+            return PyLong_FromLongLong(hak_rec_get_int(p, f.size))
         if kind == HAK_K_U8:
-            memcpy(&u8, p, 8)
-            return PyLong_FromUnsignedLongLong(u8)
-        if kind == HAK_K_U4:
-            memcpy(&u4, p, 4)
-            return PyLong_FromLongLong(u4)
-        if kind == HAK_K_I2:
-            memcpy(&x2, p, 2)
-            return PyLong_FromLongLong(x2)
-        if kind == HAK_K_U2:
-            memcpy(&u2, p, 2)
-            return PyLong_FromLongLong(u2)
-        if kind == HAK_K_I1:
-            return PyLong_FromLongLong((<const int8_t*>p)[0])
-        if kind == HAK_K_U1:
-            return PyLong_FromLongLong((<const uint8_t*>p)[0])
+            return PyLong_FromUnsignedLongLong(hak_rec_get_uint(p, 8))
+        if kind <= HAK_K_U4:            # HAK_K_U1 .. HAK_K_U4: fit a long long
+            return PyLong_FromLongLong(<int64_t>hak_rec_get_uint(p, f.size))
         if kind == HAK_K_BOOL:
             return p[0] != 0
-        n = f.size               # bytes: numpy strips trailing NULs
-        while n > 0 and p[n - 1] == 0:
-            n -= 1
-        return PyBytes_FromStringAndSize(p, n)
+        return hak_rec_get_bytes(p, f.size)
 
     cdef tuple unpack(self, const char* src):
         """The record at src as a tuple of field values."""
@@ -681,6 +643,39 @@ cdef inline Py_ssize_t _clamp_insert(object idx, Py_ssize_t n) except? -1:
 
 
 # ============================================================================ RecordVector
+cdef class _RecordContainer:
+    """The part RecordVector, RecordDeque and RecordMap share: the record codec, the
+    closed flag, ``with`` blocks (close on exit) and the dtype / spec properties."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.closed = True          # until __init__ succeeds
+
+    cdef int _bind(self, object spec) except -1:
+        """Take the record spec; refused if __init__ already ran."""
+        if self._codec is not None:
+            raise TypeError(f"{type(self).__name__} is already initialised")
+        self._codec = _codec_for(spec)
+        return 0
+
+    def __enter__(self):
+        _check_open(self.closed, self)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    @property
+    def dtype(self):
+        """The numpy dtype of one record."""
+        return self._codec.dtype
+
+    @property
+    def spec(self):
+        """The RecordSpec of the records."""
+        return self._codec.spec
+
+
 cdef RecordVector _new_vector(_Codec codec):
     """An empty open vector of codec's records (skips spec parsing)."""
     cdef RecordVector v = RecordVector.__new__(RecordVector)
@@ -690,7 +685,31 @@ cdef RecordVector _new_vector(_Codec codec):
     return v
 
 
-cdef class RecordVector:
+cdef int _vec_realloc(RecordVector v, Py_ssize_t cap) noexcept nogil:
+    """Move v's records to a buffer of exactly cap (>= v.n) records; the caller has
+    checked that no buffer export pins it. HAK_C_OK or HAK_C_NOMEM (v unchanged)."""
+    cdef void* p
+    if cap > PY_SSIZE_T_MAX // v.itemsize:
+        return HAK_C_NOMEM
+    p = hak_realloc(v.data, <size_t>(cap * v.itemsize))
+    if p == NULL:
+        return HAK_C_NOMEM
+    v.data = <char*>p
+    v.cap = cap
+    return HAK_C_OK
+
+
+cdef inline int _room(RecordVector v, Py_ssize_t need) except -1:
+    """Grow v to hold at least need records; MemoryError / BufferError if it cannot."""
+    cdef int rc
+    if need > v.cap:
+        rc = v._grow(need)
+        if rc != HAK_C_OK:
+            _raise_rc(rc, v)
+    return 0
+
+
+cdef class RecordVector(_RecordContainer):
     """A growable contiguous array of records in hakmem memory.
 
     ``RecordVector(spec, data=None)``: spec as accepted by :func:`hakmem.spec.parse_spec`;
@@ -703,13 +722,8 @@ cdef class RecordVector:
     BufferError. Not thread-safe.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.closed = True          # until __init__ succeeds
-
     def __init__(self, spec, data=None):
-        if self._codec is not None:
-            raise TypeError("RecordVector is already initialised")
-        self._codec = _codec_for(spec)
+        self._bind(spec)
         self.itemsize = self._codec.itemsize
         self.closed = False
         if data is not None:
@@ -722,40 +736,24 @@ cdef class RecordVector:
     cdef int _grow(self, Py_ssize_t need) noexcept nogil:
         """Make room for `need` records (amortised 1.5x growth)."""
         cdef Py_ssize_t ncap
-        cdef void* p
         if self.exports > 0:
             return HAK_C_EXPORTED
         ncap = self.cap + (self.cap >> 1) + 8
         if ncap < need:
             ncap = need
         if ncap > PY_SSIZE_T_MAX // self.itemsize:
-            if need > PY_SSIZE_T_MAX // self.itemsize:
-                return HAK_C_NOMEM
-            ncap = need
-        p = hak_realloc(self.data, <size_t>(ncap * self.itemsize))
-        if p == NULL:
-            return HAK_C_NOMEM
-        self.data = <char*>p
-        self.cap = ncap
-        return HAK_C_OK
+            ncap = need                 # too big to over-allocate: try exactly need
+        return _vec_realloc(self, ncap)
 
     cdef int reserve_raw(self, Py_ssize_t cap) noexcept nogil:
         """Capacity for at least `cap` records (exactly `cap` if it has to grow)."""
-        cdef void* p
         if self.closed:
             return HAK_C_CLOSED
         if cap <= self.cap:
             return HAK_C_OK
         if self.exports > 0:
             return HAK_C_EXPORTED
-        if cap > PY_SSIZE_T_MAX // self.itemsize:
-            return HAK_C_NOMEM
-        p = hak_realloc(self.data, <size_t>(cap * self.itemsize))
-        if p == NULL:
-            return HAK_C_NOMEM
-        self.data = <char*>p
-        self.cap = cap
-        return HAK_C_OK
+        return _vec_realloc(self, cap)
 
     cdef int append_raw(self, const void* rec) noexcept nogil:
         """Copy itemsize bytes from rec to a new last record."""
@@ -804,7 +802,6 @@ cdef class RecordVector:
         (same fields; values are range-checked), a RecordVector or a RecordDeque.
         All or nothing: if one record is refused, nothing is appended."""
         cdef Py_ssize_t m, k, n0
-        cdef int rc
         cdef RecordVector ov
         cdef RecordDeque od
         _check_open(self.closed, self)
@@ -814,10 +811,7 @@ cdef class RecordVector:
             _check_open(ov.closed, ov)
             self._same_spec(ov._codec)
             m = ov.n
-            if n0 + m > self.cap:
-                rc = self._grow(n0 + m)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + m)
             if m:
                 memcpy(self.data + n0 * self.itemsize, ov.data, m * self.itemsize)
             self.n = n0 + m
@@ -827,10 +821,7 @@ cdef class RecordVector:
             _check_open(od.closed, od)
             self._same_spec(od._codec)
             m = od.n
-            if n0 + m > self.cap:
-                rc = self._grow(n0 + m)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + m)
             for k in range(m):
                 memcpy(self.data + (n0 + k) * self.itemsize, od.ptr_at(k), self.itemsize)
             self.n = n0 + m
@@ -838,10 +829,7 @@ cdef class RecordVector:
         if isinstance(src, np.ndarray):
             a = _coerce_array(src, self._codec.dtype)
             m = len(a)
-            if n0 + m > self.cap:
-                rc = self._grow(n0 + m)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + m)
             if m:
                 memcpy(self.data + n0 * self.itemsize, _array_addr(a), m * self.itemsize)
             self.n = n0 + m
@@ -850,10 +838,7 @@ cdef class RecordVector:
             raise TypeError(f"extend() needs an iterable of records, not {type(src).__name__}")
         k = 0
         for rec in src:
-            if n0 + k == self.cap:
-                rc = self._grow(n0 + k + 1)
-                if rc != HAK_C_OK:
-                    _raise_rc(rc, self)
+            _room(self, n0 + k + 1)
             _pack_fast(self._codec, self.data + (n0 + k) * self.itemsize, rec)
             k += 1
         self.n = n0 + k
@@ -866,15 +851,11 @@ cdef class RecordVector:
     def insert(self, index, rec=None, **fields):
         """Insert a record before index (clamped like list.insert)."""
         cdef Py_ssize_t i
-        cdef int rc
         _check_open(self.closed, self)
         i = _clamp_insert(index, self.n)
         tmp = bytearray(self.itemsize)
         self._codec.pack(PyByteArray_AS_STRING(tmp), rec, fields)
-        if self.n == self.cap:
-            rc = self._grow(self.n + 1)
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        _room(self, self.n + 1)
         memmove(self.data + (i + 1) * self.itemsize, self.data + i * self.itemsize,
                 (self.n - i) * self.itemsize)
         memcpy(self.data + i * self.itemsize, PyByteArray_AS_STRING(tmp), self.itemsize)
@@ -952,7 +933,6 @@ cdef class RecordVector:
     cdef int _set_slice(self, slice s, value) except -1:
         cdef Py_ssize_t start, stop, step, m, k, newn, tail
         cdef RecordVector src
-        cdef int rc
         start, stop, step = s.indices(self.n)
         src = _new_vector(self._codec)
         src.extend(value)           # validates every record first
@@ -969,10 +949,7 @@ cdef class RecordVector:
             stop = start
         m = stop - start
         newn = self.n - m + src.n
-        if newn > self.cap:
-            rc = self._grow(newn)
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        _room(self, newn)
         tail = self.n - stop
         memmove(self.data + (start + src.n) * self.itemsize, self.data + stop * self.itemsize,
                 tail * self.itemsize)
@@ -1024,7 +1001,7 @@ cdef class RecordVector:
 
     def shrink_to_fit(self):
         """Give back the memory past len (BufferError while exported)."""
-        cdef void* p
+        cdef int rc
         _check_open(self.closed, self)
         if self.cap == self.n:
             return
@@ -1035,11 +1012,9 @@ cdef class RecordVector:
             self.data = NULL
             self.cap = 0
             return
-        p = hak_realloc(self.data, <size_t>(self.n * self.itemsize))
-        if p == NULL:
-            _raise_rc(HAK_C_NOMEM, self)
-        self.data = <char*>p
-        self.cap = self.n
+        rc = _vec_realloc(self, self.n)
+        if rc != HAK_C_OK:
+            _raise_rc(rc, self)
 
     def clear(self):
         """Remove every record (the capacity is kept; see shrink_to_fit)."""
@@ -1104,24 +1079,6 @@ cdef class RecordVector:
         self.data = NULL
         self.n = self.cap = 0
         self.closed = True
-
-    def __enter__(self):
-        _check_open(self.closed, self)
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    @property
-    def dtype(self):
-        """The numpy dtype of one record."""
-        return self._codec.dtype
-
-    @property
-    def spec(self):
-        """The RecordSpec of the records."""
-        return self._codec.spec
 
     @property
     def capacity(self):
@@ -1241,7 +1198,7 @@ PyType_Modified(<PyTypeObject*>RecordVector)
 
 
 # ============================================================================ RecordDeque
-cdef class RecordDeque:
+cdef class RecordDeque(_RecordContainer):
     """A double-ended queue of records on chunked hakmem storage.
 
     ``RecordDeque(spec, maxlen=None, data=None)``. O(1) ``append``, ``appendleft``,
@@ -1251,14 +1208,9 @@ cdef class RecordDeque:
     record from the other end, as collections.deque does. Not thread-safe.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.closed = True
-
     def __init__(self, spec, maxlen=None, data=None):
         cdef Py_ssize_t nper = 8
-        if self._codec is not None:
-            raise TypeError("RecordDeque is already initialised")
-        self._codec = _codec_for(spec)
+        self._bind(spec)
         self.itemsize = self._codec.itemsize
         if maxlen is None:
             self.maxn = -1
@@ -1460,35 +1412,28 @@ cdef class RecordDeque:
         self.popleft_raw(NULL)
         return r
 
-    cdef RecordVector _stage(self, src):
-        """Validate and pack every record of src (all or nothing)."""
-        cdef RecordVector tmp = _new_vector(self._codec)
+    cdef int _push_all(self, src, bint left) except -1:
+        """Validate and pack every record of src first (all or nothing), then push
+        them one by one at the left or the right end."""
+        cdef RecordVector tmp
+        cdef Py_ssize_t k
+        cdef int rc
+        _check_open(self.closed, self)
+        tmp = _new_vector(self._codec)
         tmp.extend(src)
-        return tmp
+        for k in range(tmp.n):
+            rc = self.appendleft_raw(tmp.ptr_at(k)) if left else self.append_raw(tmp.ptr_at(k))
+            if rc != HAK_C_OK:
+                _raise_rc(rc, self)
+        return 0
 
     def extend(self, src):
         """Append every record of src at the right end (all or nothing)."""
-        cdef RecordVector tmp
-        cdef Py_ssize_t k
-        cdef int rc
-        _check_open(self.closed, self)
-        tmp = self._stage(src)
-        for k in range(tmp.n):
-            rc = self.append_raw(tmp.ptr_at(k))
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        self._push_all(src, False)
 
     def extendleft(self, src):
         """appendleft every record of src in turn (so they end up reversed)."""
-        cdef RecordVector tmp
-        cdef Py_ssize_t k
-        cdef int rc
-        _check_open(self.closed, self)
-        tmp = self._stage(src)
-        for k in range(tmp.n):
-            rc = self.appendleft_raw(tmp.ptr_at(k))
-            if rc != HAK_C_OK:
-                _raise_rc(rc, self)
+        self._push_all(src, True)
 
     def insert(self, index, rec=None, **fields):
         """Insert a record before index; IndexError if the deque is at maxlen."""
@@ -1640,28 +1585,10 @@ cdef class RecordDeque:
         self.mcap = 0
         self.closed = True
 
-    def __enter__(self):
-        _check_open(self.closed, self)
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
     @property
     def maxlen(self):
         """The maximum length, or None if unbounded."""
         return self.maxlen_obj()
-
-    @property
-    def dtype(self):
-        """The numpy dtype of one record."""
-        return self._codec.dtype
-
-    @property
-    def spec(self):
-        """The RecordSpec of the records."""
-        return self._codec.spec
 
     @property
     def nbytes(self):
@@ -1720,7 +1647,14 @@ cdef inline int _map_key(RecordMap m, object k, int64_t* out) except -1:
     return m._key(k, out)
 
 
-cdef class RecordMap:
+cdef inline void _map_free_storage(RecordMap m) noexcept nogil:
+    """Free the index table, the entries and the liveness bytes (the caller resets them)."""
+    hak_free(m.table)
+    hak_free(m.entries)
+    hak_free(m.alive)
+
+
+cdef class RecordMap(_RecordContainer):
     """An integer-keyed hash map whose values are records stored inline.
 
     ``RecordMap(spec, key="i8", data=None)``: key is an integer numpy type (i1..i8,
@@ -1732,13 +1666,8 @@ cdef class RecordMap:
     Bulk ``get_many`` / ``set_many`` work on numpy arrays. Not thread-safe.
     """
 
-    def __cinit__(self, *args, **kwargs):
-        self.closed = True
-
     def __init__(self, spec, key="i8", data=None):
-        if self._codec is not None:
-            raise TypeError("RecordMap is already initialised")
-        self._codec = _codec_for(spec)
+        self._bind(spec)
         self.itemsize = self._codec.itemsize
         self.estride = 8 + ((self.itemsize + 7) & ~7)
         try:
@@ -1757,9 +1686,7 @@ cdef class RecordMap:
             self.update(data)
 
     def __dealloc__(self):
-        hak_free(self.table)
-        hak_free(self.entries)
-        hak_free(self.alive)
+        _map_free_storage(self)
 
     # ---------------------------------------------------------------- cdef API
     cdef bint key_ok(self, int64_t key) noexcept nogil:
@@ -1823,9 +1750,7 @@ cdef class RecordMap:
                 h = _probe_next(h, &perturb, mask)
             nt[h] = <uint32_t>w
             w += 1
-        hak_free(self.table)
-        hak_free(self.entries)
-        hak_free(self.alive)
+        _map_free_storage(self)
         self.table = nt
         self.entries = ne
         self.alive = na
@@ -2081,9 +2006,7 @@ cdef class RecordMap:
     def clear(self):
         """Remove every entry and free the storage."""
         _check_open(self.closed, self)
-        hak_free(self.table)
-        hak_free(self.entries)
-        hak_free(self.alive)
+        _map_free_storage(self)
         self.table = NULL
         self.entries = NULL
         self.alive = NULL
@@ -2220,24 +2143,6 @@ cdef class RecordMap:
             return
         self.clear()
         self.closed = True
-
-    def __enter__(self):
-        _check_open(self.closed, self)
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    @property
-    def dtype(self):
-        """The numpy dtype of one record."""
-        return self._codec.dtype
-
-    @property
-    def spec(self):
-        """The RecordSpec of the records."""
-        return self._codec.spec
 
     @property
     def nbytes(self):

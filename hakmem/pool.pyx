@@ -14,15 +14,15 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.exc cimport PyErr_Occurred, PyErr_Clear
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport (uint64_t, uint32_t, uint16_t, uint8_t, int64_t, int32_t, int16_t,
-                          int8_t, uintptr_t, INT64_MIN, INT64_MAX)
+from libc.stdint cimport (uint64_t, uint32_t, uint16_t, uint8_t, int64_t, uintptr_t, INT64_MIN,
+                          INT64_MAX)
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite, fabs
 from libc.float cimport FLT_MAX
 
 from hakmem.front cimport hak_malloc, hak_free, hak_realloc, hak_usable_size, hak_trim
 from hakmem.classes cimport hak_likely, hak_unlikely
+from hakmem.record cimport hak_rec_put_int, hak_rec_get_int, hak_rec_get_uint, hak_rec_get_bytes
 
 cimport cython
 
@@ -465,32 +465,65 @@ cdef void* hak_pool_deref(hak_pool_t* p, uint64_t handle) noexcept nogil:
     return out
 
 
-cdef int hak_pool_read(hak_pool_t* p, uint64_t handle, void* out) noexcept nogil:
+cdef inline int _copy_locked(hak_pool_t* p, uint64_t h, char* buf, uint32_t off, uint32_t size,
+                             bint store, bint count_stale) noexcept nogil:
+    """Under p.lock: copy `size` bytes at `off` of the record of h into buf[off:]
+    (store: from buf[off:] into the record; buf is then only read). An _R_* code;
+    nothing is copied unless _R_OK, else p.stale counts the refusal if count_stale
+    (the Python API counts, the C API does not)."""
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef char* rec
+    cdef int r
+    hak_plock(&p.lock)
+    r = _decode(p, h, &ch, &j)
+    if hak_likely(r == _R_OK):
+        rec = ch.rec + <size_t>j * p.stride + off
+        if store:
+            memcpy(rec, buf + off, size)
+        else:
+            memcpy(buf + off, rec, size)
+    elif count_stale:
+        p.stale += 1
+    hak_punlock(&p.lock)
+    return r
+
+
+cdef inline Py_ssize_t _gather_locked(hak_pool_t* p, const int64_t* hs, Py_ssize_t n,
+                                     uint32_t off, uint32_t size, char* dst,
+                                     int* rout) noexcept nogil:
+    """Under p.lock (held by the caller): decode handles hs[0:n] in order, copying field
+    bytes [off, off + size) of each record to dst + i * size (dst NULL: only check).
+    The index of the first handle that is not live (its _R_* code in *rout), or -1."""
+    cdef Py_ssize_t i
     cdef hak_pchunk_t* ch
     cdef uint32_t j
     cdef int r
-    hak_plock(&p.lock)
-    r = _decode(p, handle, &ch, &j)
-    if r == _R_OK:
-        memcpy(out, ch.rec + <size_t>j * p.stride, p.itemsize)
-    hak_punlock(&p.lock)
+    for i in range(n):
+        if i + _PREFETCH_AHEAD < n:
+            _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
+        r = _decode(p, <uint64_t>hs[i], &ch, &j)
+        if r != _R_OK:
+            rout[0] = r
+            return i
+        if dst != NULL:
+            memcpy(dst + i * size, ch.rec + <size_t>j * p.stride + off, size)
+    return -1
+
+
+cdef inline int _api_status(int r) noexcept nogil:
+    """An _R_* code as the HAK_POOL_* code of the C API."""
     if r == _R_OK:
         return HAK_POOL_OK
     return HAK_POOL_ECLOSED if r == _R_CLOSED else HAK_POOL_ESTALE
+
+
+cdef int hak_pool_read(hak_pool_t* p, uint64_t handle, void* out) noexcept nogil:
+    return _api_status(_copy_locked(p, handle, <char*>out, 0, p.itemsize, False, False))
 
 
 cdef int hak_pool_write(hak_pool_t* p, uint64_t handle, const void* src) noexcept nogil:
-    cdef hak_pchunk_t* ch
-    cdef uint32_t j
-    cdef int r
-    hak_plock(&p.lock)
-    r = _decode(p, handle, &ch, &j)
-    if r == _R_OK:
-        memcpy(ch.rec + <size_t>j * p.stride, src, p.itemsize)
-    hak_punlock(&p.lock)
-    if r == _R_OK:
-        return HAK_POOL_OK
-    return HAK_POOL_ECLOSED if r == _R_CLOSED else HAK_POOL_ESTALE
+    return _api_status(_copy_locked(p, handle, <char*>src, 0, p.itemsize, True, False))
 
 
 cdef uint64_t hak_pool_live(hak_pool_t* p) noexcept nogil:
@@ -660,6 +693,15 @@ cdef class RecordView:
         return "Record(" + ", ".join(f"{n}={v!r}" for n, v in zip(self._pool._names, vals)) + ")"
 
 
+cdef inline int _copy_or_raise(RecordPool pool, object handle, char* buf, uint32_t off,
+                               uint32_t size, bint store) except -1:
+    """_copy_locked for a Python handle: a refused handle is counted and raised."""
+    cdef int r = _copy_locked(&pool._p, _handle(handle), buf, off, size, store, True)
+    if r != _R_OK:
+        raise _stale(r, handle)
+    return 0
+
+
 cdef class RecordPool:
     """A pool of fixed-size typed records living in hakmem memory.
 
@@ -753,12 +795,6 @@ cdef class RecordPool:
         cdef float f32
         cdef int64_t iv
         cdef uint64_t uv
-        cdef int8_t i8
-        cdef int16_t i16
-        cdef int32_t i32
-        cdef uint8_t u8
-        cdef uint16_t u16
-        cdef uint32_t u32
         cdef Py_ssize_t blen
         if kind == _K_F8 or kind == _K_F4:
             if PyFloat_CheckExact(v):
@@ -796,17 +832,7 @@ cdef class RecordPool:
                     raise OverflowError(f"field {self._names[fi]!r}: {v!r} is out of range "
                                         f"for {self._dtype[fi]} [{_IMIN[size]}, {_IMAX[size]}]")
                 iv = v
-                if size == 8:
-                    memcpy(dst, &iv, 8)
-                elif size == 4:
-                    i32 = <int32_t>iv
-                    memcpy(dst, &i32, 4)
-                elif size == 2:
-                    i16 = <int16_t>iv
-                    memcpy(dst, &i16, 2)
-                else:
-                    i8 = <int8_t>iv
-                    memcpy(dst, &i8, 1)
+                hak_rec_put_int(dst, <uint64_t>iv, size)
                 return 0
             if kind == _K_BOOL:
                 if not (v == 0 or v == 1):
@@ -818,17 +844,7 @@ cdef class RecordPool:
                 raise OverflowError(f"field {self._names[fi]!r}: {v!r} is out of range "
                                     f"for {self._dtype[fi]} [0, {_UMAX[size]}]")
             uv = v
-            if size == 8:
-                memcpy(dst, &uv, 8)
-            elif size == 4:
-                u32 = <uint32_t>uv
-                memcpy(dst, &u32, 4)
-            elif size == 2:
-                u16 = <uint16_t>uv
-                memcpy(dst, &u16, 2)
-            else:
-                u8 = <uint8_t>uv
-                memcpy(dst, &u8, 1)
+            hak_rec_put_int(dst, uv, size)
             return 0
         # bytes
         if not isinstance(v, (bytes, bytearray)):
@@ -851,15 +867,6 @@ cdef class RecordPool:
         cdef uint32_t size = self._fsize[fi]
         cdef double d
         cdef float f32
-        cdef int64_t iv
-        cdef uint64_t uv
-        cdef int8_t i8
-        cdef int16_t i16
-        cdef int32_t i32
-        cdef uint8_t u8
-        cdef uint16_t u16
-        cdef uint32_t u32
-        cdef Py_ssize_t n
         if kind == _K_F8:
             memcpy(&d, src, 8)
             return d
@@ -867,71 +874,20 @@ cdef class RecordPool:
             memcpy(&f32, src, 4)
             return <double>f32
         if kind == _K_INT:
-            if size == 8:
-                memcpy(&iv, src, 8)
-            elif size == 4:
-                memcpy(&i32, src, 4)
-                iv = i32
-            elif size == 2:
-                memcpy(&i16, src, 2)
-                iv = i16
-            else:
-                memcpy(&i8, src, 1)
-                iv = i8
-            return iv
+            return hak_rec_get_int(src, size)
         if kind == _K_UINT:
-            if size == 8:
-                memcpy(&uv, src, 8)
-            elif size == 4:
-                memcpy(&u32, src, 4)
-                uv = u32
-            elif size == 2:
-                memcpy(&u16, src, 2)
-                uv = u16
-            else:
-                memcpy(&u8, src, 1)
-                uv = u8
-            return uv
+            return hak_rec_get_uint(src, size)
         if kind == _K_BOOL:
             return src[0] != 0
-        n = size                         # numpy's S<n>: trailing NULs dropped
-        while n > 0 and src[n - 1] == 0:
-            n -= 1
-        return PyBytes_FromStringAndSize(src, n)
+        return hak_rec_get_bytes(src, size)
 
     cdef int _read(self, object handle, char* out) except -1:
         """Copy the record of a live handle into out (itemsize bytes)."""
-        cdef uint64_t h = _handle(handle)
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j
-        cdef int r
-        hak_plock(&self._p.lock)
-        r = _decode(&self._p, h, &ch, &j)
-        if hak_likely(r == _R_OK):
-            memcpy(out, ch.rec + <size_t>j * self._p.stride, self._p.itemsize)
-        else:
-            self._p.stale += 1
-        hak_punlock(&self._p.lock)
-        if r != _R_OK:
-            raise _stale(r, handle)
-        return 0
+        return _copy_or_raise(self, handle, out, 0, self._p.itemsize, False)
 
     cdef int _write_field(self, object handle, int fi, const char* rec) except -1:
         """Copy field fi from the record buffer rec into the live record of handle."""
-        cdef uint64_t h = _handle(handle)
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j, off = self._foff[fi]
-        cdef int r
-        hak_plock(&self._p.lock)
-        r = _decode(&self._p, h, &ch, &j)
-        if hak_likely(r == _R_OK):
-            memcpy(ch.rec + <size_t>j * self._p.stride + off, rec + off, self._fsize[fi])
-        else:
-            self._p.stale += 1
-        hak_punlock(&self._p.lock)
-        if r != _R_OK:
-            raise _stale(r, handle)
-        return 0
+        return _copy_or_raise(self, handle, <char*>rec, self._foff[fi], self._fsize[fi], True)
 
     cdef char* _tmp(self, char* stackbuf, size_t room) except NULL:
         """A record-sized scratch buffer: stackbuf if it is big enough."""
@@ -1208,10 +1164,9 @@ cdef class RecordPool:
         """One field of many records as a numpy array shaped like ``handles``."""
         cdef int fi = self._field(field)
         cdef const int64_t[::1] hs
-        cdef Py_ssize_t i, n, bad = -1
+        cdef Py_ssize_t n, bad = -1
         cdef int r = _R_OK
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j, off = self._foff[fi], size = self._fsize[fi], stride = self._p.stride
+        cdef uint32_t off = self._foff[fi], size = self._fsize[fi]
         cdef hak_pool_t* p = &self._p
         cdef char* dst
         self._check_open()
@@ -1224,24 +1179,10 @@ cdef class RecordPool:
         dst = <char*><uintptr_t>out.ctypes.data
         with nogil:
             hak_plock(&p.lock)
-            if size == 8:
-                for i in range(n):
-                    if i + _PREFETCH_AHEAD < n:
-                        _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
-                    r = _decode(p, <uint64_t>hs[i], &ch, &j)
-                    if r != _R_OK:
-                        bad = i
-                        break
-                    memcpy(dst + i * 8, ch.rec + <size_t>j * stride + off, 8)
+            if size == 8:                     # a constant size: the copy is one move
+                bad = _gather_locked(p, &hs[0], n, off, 8, dst, &r)
             else:
-                for i in range(n):
-                    if i + _PREFETCH_AHEAD < n:
-                        _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
-                    r = _decode(p, <uint64_t>hs[i], &ch, &j)
-                    if r != _R_OK:
-                        bad = i
-                        break
-                    memcpy(dst + i * size, ch.rec + <size_t>j * stride + off, size)
+                bad = _gather_locked(p, &hs[0], n, off, size, dst, &r)
             if bad >= 0:
                 p.stale += 1
             hak_punlock(&p.lock)
@@ -1255,8 +1196,8 @@ cdef class RecordPool:
         cdef const int64_t[::1] hs
         cdef Py_ssize_t i, n, bad = -1
         cdef int r = _R_OK
-        cdef hak_pchunk_t* ch
-        cdef uint32_t j, off = self._foff[fi], size = self._fsize[fi], stride = self._p.stride
+        cdef hak_pchunk_t* ch = NULL
+        cdef uint32_t j = 0, off = self._foff[fi], size = self._fsize[fi], stride = self._p.stride
         cdef hak_pool_t* p = &self._p
         cdef const char* src
         self._check_open()
@@ -1269,13 +1210,7 @@ cdef class RecordPool:
         src = <const char*><uintptr_t>vals.ctypes.data
         with nogil:
             hak_plock(&p.lock)
-            for i in range(n):                # check every handle before writing any
-                if i + _PREFETCH_AHEAD < n:
-                    _prefetch(p, <uint64_t>hs[i + _PREFETCH_AHEAD], off)
-                r = _decode(p, <uint64_t>hs[i], &ch, &j)
-                if r != _R_OK:
-                    bad = i
-                    break
+            bad = _gather_locked(p, &hs[0], n, off, size, NULL, &r)   # check all before writing
             if bad < 0:
                 for i in range(n):
                     _decode(p, <uint64_t>hs[i], &ch, &j)

@@ -63,6 +63,20 @@ def _raises(exc_type, fn, *args, **kw):
     return None
 
 
+def _mirror(model_op, op, exc=IndexError):
+    """Run model_op, then op; where the model raises exc, op must raise exc too.
+
+    Returns (model result, op result), or None when both raised.
+    """
+    try:
+        want = model_op()
+    except exc:
+        with pytest.raises(exc):
+            op()
+        return None
+    return want, op()
+
+
 # ================================================================ RecordVector
 class VectorMachine(RuleBasedStateMachine):
     """RecordVector against a list of tuples."""
@@ -106,13 +120,9 @@ class VectorMachine(RuleBasedStateMachine):
 
     @rule(i=index)
     def pop(self, i):
-        try:
-            want = self.model.pop(i)
-        except IndexError:
-            with pytest.raises(IndexError):
-                self.v.pop(i)
-        else:
-            got = self.v.pop(i)
+        both = _mirror(lambda: self.model.pop(i), lambda: self.v.pop(i))
+        if both is not None:
+            want, got = both
             assert got == want and got.as_tuple() == want
 
     @rule(i=index, rec=good_rec | bad_rec)
@@ -133,25 +143,15 @@ class VectorMachine(RuleBasedStateMachine):
 
     @rule(i=index)
     def getitem(self, i):
-        try:
-            want = self.model[i]
-        except IndexError:
-            with pytest.raises(IndexError):
-                self.v[i]
-        else:
-            r = self.v[i]
+        both = _mirror(lambda: self.model[i], lambda: self.v[i])
+        if both is not None:
+            want, r = both
             assert r.as_tuple() == want
             assert (r.a, r.b, r.c, r.d) == want
 
     @rule(i=index)
     def delitem(self, i):
-        try:
-            del self.model[i]
-        except IndexError:
-            with pytest.raises(IndexError):
-                del self.v[i]
-        else:
-            del self.v[i]
+        _mirror(lambda: self.model.__delitem__(i), lambda: self.v.__delitem__(i))
 
     @rule(s=st.slices(10))
     def getslice(self, s):
@@ -164,13 +164,8 @@ class VectorMachine(RuleBasedStateMachine):
 
     @rule(s=st.slices(10), recs=st.lists(good_rec, max_size=4))
     def setslice(self, s, recs):
-        try:
-            self.model[s] = recs
-        except ValueError:
-            with pytest.raises(ValueError):
-                self.v[s] = recs
-        else:
-            self.v[s] = recs
+        _mirror(lambda: self.model.__setitem__(s, recs), lambda: self.v.__setitem__(s, recs),
+                ValueError)
 
     @rule(field=st.sampled_from(FIELDS + [None]), reverse=st.booleans())
     def sort(self, field, reverse):
@@ -254,13 +249,7 @@ class DequeMachine(RuleBasedStateMachine):
 
     @rule(i=index, rec=good_rec)
     def insert(self, i, rec):
-        try:
-            self.model.insert(i, rec)
-        except IndexError:
-            with pytest.raises(IndexError):
-                self.d.insert(i, rec)
-        else:
-            self.d.insert(i, rec)
+        _mirror(lambda: self.model.insert(i, rec), lambda: self.d.insert(i, rec))
 
     @rule(k=st.integers(-200, 200))
     def rotate(self, k):
@@ -269,34 +258,18 @@ class DequeMachine(RuleBasedStateMachine):
 
     @rule(i=index)
     def getitem(self, i):
-        try:
-            want = self.model[i]
-        except IndexError:
-            with pytest.raises(IndexError):
-                self.d[i]
-        else:
-            r = self.d[i]
+        both = _mirror(lambda: self.model[i], lambda: self.d[i])
+        if both is not None:
+            want, r = both
             assert r == want
 
     @rule(i=index, rec=good_rec)
     def setitem(self, i, rec):
-        try:
-            self.model[i] = rec
-        except IndexError:
-            with pytest.raises(IndexError):
-                self.d[i] = rec
-        else:
-            self.d[i] = rec
+        _mirror(lambda: self.model.__setitem__(i, rec), lambda: self.d.__setitem__(i, rec))
 
     @rule(i=index)
     def delitem(self, i):
-        try:
-            del self.model[i]
-        except IndexError:
-            with pytest.raises(IndexError):
-                del self.d[i]
-        else:
-            del self.d[i]
+        _mirror(lambda: self.model.__delitem__(i), lambda: self.d.__delitem__(i))
 
     @rule()
     def clear(self):

@@ -81,13 +81,10 @@ cdef extern from *:
     void hak_debug_on_free(void* p, unsigned cls) nogil
     void hak_debug_on_alloc(void* p, unsigned cls) nogil
 
+from hakmem.remote cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
+                            pthread_mutex_unlock)
 cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
     ctypedef unsigned int pthread_key_t
-    int pthread_mutex_init(pthread_mutex_t*, void*)
-    int pthread_mutex_lock(pthread_mutex_t*)
-    int pthread_mutex_unlock(pthread_mutex_t*)
     int pthread_key_create(pthread_key_t*, void (*)(void*) noexcept nogil)
     int pthread_setspecific(pthread_key_t, const void*)
     int pthread_atfork(void (*)() noexcept nogil, void (*)() noexcept nogil,

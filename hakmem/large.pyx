@@ -6,12 +6,8 @@ from libc.string cimport memset
 cdef extern from "<malloc.h>" nogil:
     size_t malloc_usable_size(void* p)
 
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
-    int pthread_mutex_init(pthread_mutex_t*, void*)
-    int pthread_mutex_lock(pthread_mutex_t*)
-    int pthread_mutex_unlock(pthread_mutex_t*)
+from hakmem.remote cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
+                            pthread_mutex_unlock)
 
 cdef enum:
     NSHARDS = 32

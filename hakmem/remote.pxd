@@ -1,4 +1,6 @@
-# hakmem.remote — lock-free cross-thread free lists (the "_mt" paths).
+# hakmem.remote — lock-free cross-thread free lists (the "_mt" paths), and the one
+# declaration of the pthread mutex that the slow paths (slab pool, large set, cache
+# list) use.
 #
 # A block freed by a thread that does not own its slab is pushed onto the slab's
 # atomic remote list (a Treiber stack: push-only from any thread, drained whole by
@@ -48,3 +50,12 @@ cdef inline void* hak_remote_take_all(void** head) noexcept nogil:
     if hak_atomic_load_ptr(head) == NULL:
         return NULL
     return hak_atomic_xchg_ptr(head, NULL)
+
+
+# Mutexes guard only slow paths (slab pool, large-block set, the list of caches).
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t*, void*)
+    int pthread_mutex_lock(pthread_mutex_t*)
+    int pthread_mutex_unlock(pthread_mutex_t*)

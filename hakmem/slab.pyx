@@ -16,12 +16,8 @@ cdef extern from "<sys/mman.h>" nogil:
     int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_NORESERVE, MADV_DONTNEED
     void* MAP_FAILED
 
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_mutex_t:
-        pass
-    int pthread_mutex_init(pthread_mutex_t*, void*)
-    int pthread_mutex_lock(pthread_mutex_t*)
-    int pthread_mutex_unlock(pthread_mutex_t*)
+from hakmem.remote cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
+                            pthread_mutex_unlock)
 
 cdef extern from *:
     """

@@ -40,7 +40,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workloads", metavar="A,B",
                    help="comma-separated workloads (default: all): fixed16_ws60, "
                         "fixed256_ws50, mixed16-1024_ws256, xthread64, threads-N, "
-                        "records, callpath")
+                        "records, callpath, python")
     p.add_argument("--ops", type=_count, help=f"ops per run, per thread (default {FULL['ops']:,}; "
                                               f"--quick {QUICK['ops']:,})")
     p.add_argument("--runs", type=_count, help="measured runs per cell, after one warm-up (default 7; --quick 5)")
@@ -247,6 +247,11 @@ def format_report(res: Dict[str, Any]) -> str:
                 f"  libc    vtable {_cell(cp['libc_vtable'])}   direct  {_cell(cp['libc_direct'])}"
                 f"   direct/vtable {1 / cp['libc_vtable_over_direct']:.2f}",
                 f"  ({cp['note']})"]
+    if res.get("python_programs"):
+        py = res["python_programs"]
+        out += ["", "Python programs with hakmem installed as CPython's allocator (PEP 445) vs "
+                    "pymalloc, fresh interpreters, CPU seconds (ratio = pymalloc / hakmem)",
+                py["table"]]
     if res["records"]:
         r0 = res["records"][0]
         out += ["", f"Python records x:f8 y:f8, ring of 60, create-and-drop per op (Mops/s); "

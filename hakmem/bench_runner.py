@@ -8,6 +8,7 @@ keys are documented in docs/bench.md (``SCHEMA`` names the version).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -43,12 +44,13 @@ def _default_workloads() -> List[str]:
     out = list(C_WORKLOADS) + ["threads-1", "threads-2"]
     if (os.cpu_count() or 1) >= 4:
         out.append("threads-4")
-    out += ["records", "callpath"]
+    out += ["records", "callpath", "python"]
     return out
 
 
 DEFAULT_WORKLOADS = _default_workloads()
-KNOWN = "fixed16_ws60, fixed256_ws50, mixed16-1024_ws256, xthread64, threads-N, records, callpath"
+KNOWN = ("fixed16_ws60, fixed256_ws50, mixed16-1024_ws256, xthread64, threads-N, records, "
+         "callpath, python")
 
 
 class BenchError(ValueError):
@@ -63,7 +65,7 @@ def parse_workloads(text: Optional[str]) -> List[str]:
     for w in (t.strip() for t in text.split(",")):
         if not w:
             continue
-        if w in C_WORKLOADS or w in ("records", "callpath"):
+        if w in C_WORKLOADS or w in ("records", "callpath", "python"):
             pass
         elif w.startswith("threads-"):
             n = w[len("threads-"):]
@@ -436,6 +438,7 @@ def run(opts: Options) -> Dict[str, Any]:
         "notes": list(skipped_lines),
         "results": [], "skipped": [], "ratios": [], "scaling": [], "memory": [],
         "records": [], "callpath": None, "targets": [], "scaling_reference": [],
+        "python_programs": None,
     }
     if any(a.needs_gil for a in allocs):
         res["notes"].append("pymalloc (PyObject_Malloc) runs hold the GIL, as the C API "
@@ -450,7 +453,8 @@ def run(opts: Options) -> Dict[str, Any]:
             for f in FIXED:
                 steps.append((wl, f, int(wl.split("-")[1])))
     n_steps = len(steps) + (1 if "mixed16-1024_ws256" in opts.workloads else 0) \
-        + (1 if "records" in opts.workloads else 0) + (1 if "callpath" in opts.workloads else 0)
+        + (1 if "records" in opts.workloads else 0) + (1 if "callpath" in opts.workloads else 0) \
+        + (1 if "python" in opts.workloads else 0)
     done = [0]
 
     def tick(msg: str) -> None:
@@ -486,6 +490,10 @@ def run(opts: Options) -> Dict[str, Any]:
             if _rec.pool_available():
                 res["notes"].append(f"records: RecordPool skipped ({_rec.pool_available()})")
             done[0] += 1
+        if "python" in opts.workloads:
+            tick("python programs under hakmem.install() vs pymalloc")
+            res["python_programs"] = _python_programs(opts)
+            done[0] += 1
     finally:
         hakmem.configure(heap_v2=saved_cfg["heap_v2"])
 
@@ -493,6 +501,17 @@ def run(opts: Options) -> Dict[str, Any]:
     res["targets"] = _targets(res)
     res["elapsed_s"] = time.perf_counter() - t_start
     return res
+
+
+def _python_programs(opts: Options) -> Dict[str, Any]:
+    """Python programs (dicts, json, strings, re, object trees) with hakmem installed
+    as CPython's allocator vs pymalloc, each side in fresh interpreters (issue 8)."""
+    from hakmem import pyworkloads
+    res = pyworkloads.compare(repeat=2 if opts.quick else 5, rounds=1 if opts.quick else 2)
+    ratios = [v["ratio"] for v in res.values()]
+    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    return {"workloads": res, "geomean_ratio": geo, "unit": "CPU seconds, best of runs",
+            "table": pyworkloads.format_compare(res)}
 
 
 def _records(opts: Options, tick: Callable[[str], None]) -> List[Dict[str, Any]]:

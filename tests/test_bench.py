@@ -44,6 +44,7 @@ def test_quick_run_prints_the_tables(quick_run):
                "threads-2:fixed16_ws60"):
         assert re.search(rf"^{re.escape(wl)}\s+\d", r.stdout, re.M), wl
     assert "hakmem / baseline" in r.stdout
+    assert "Python programs with hakmem installed" in r.stdout and "geomean" in r.stdout
     assert "bytes per live block" in r.stdout
     assert "targets (issue 4)" in r.stdout
     assert "n/a (GIL)" in r.stdout          # pymalloc is not run on several threads
@@ -58,7 +59,7 @@ def test_json_has_the_documented_keys(quick_run):
     top = {"schema", "hakmem_version", "build", "python", "platform", "cpu_count", "settings",
            "allocators", "notes", "results", "skipped", "ratios", "scaling",
            "scaling_reference", "memory", "records", "callpath", "targets", "cpu_share",
-           "elapsed_s"}
+           "elapsed_s", "python_programs"}
     assert top <= set(res)
     names = [a["name"] for a in res["allocators"]]
     assert names[:4] == ["hakmem", "hakmem-nomag", "libc", "pymalloc"]

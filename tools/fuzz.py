@@ -1042,6 +1042,8 @@ class VectorSection:
         if len(self.v) != len(self.model):
             raise ModelError(f"len(vector) = {len(self.v)}, model {len(self.model)}")
         _same(self.v.tolist(), self.model, "vector")
+        if self.rng.random() < 0.1:
+            _same([r.as_tuple() for r in self.v], self.model, "iter(vector)")
 
     def close(self) -> None:
         self.check()

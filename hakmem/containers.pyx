@@ -792,7 +792,7 @@ cdef class RecordVector(_RecordContainer):
         return HAK_C_OK
 
     # ---------------------------------------------------------------- Python API
-    def append(self, rec=None, **fields):
+    def append(self, rec=None, /, **fields):
         """Append one record: a tuple/list/dict/Record, or the fields as keywords."""
         # replaced at import by the METH_FASTCALL version below (_vector_append)
         _vector_append(self, rec, fields)
@@ -848,7 +848,7 @@ cdef class RecordVector(_RecordContainer):
             raise TypeError(f"record specs differ: {other.dtype} vs {self._codec.dtype}")
         return 0
 
-    def insert(self, index, rec=None, **fields):
+    def insert(self, index, rec=None, /, **fields):
         """Insert a record before index (clamped like list.insert)."""
         cdef Py_ssize_t i
         _check_open(self.closed, self)
@@ -1386,11 +1386,11 @@ cdef class RecordDeque(_RecordContainer):
             _raise_rc(rc, self)
         return 0
 
-    def append(self, rec=None, **fields):
+    def append(self, rec=None, /, **fields):
         """Add a record at the right end (a tuple/list/dict/Record or keyword fields)."""
         self._push(rec, fields, False)
 
-    def appendleft(self, rec=None, **fields):
+    def appendleft(self, rec=None, /, **fields):
         """Add a record at the left end."""
         self._push(rec, fields, True)
 
@@ -1435,7 +1435,7 @@ cdef class RecordDeque(_RecordContainer):
         """appendleft every record of src in turn (so they end up reversed)."""
         self._push_all(src, True)
 
-    def insert(self, index, rec=None, **fields):
+    def insert(self, index, rec=None, /, **fields):
         """Insert a record before index; IndexError if the deque is at maxlen."""
         cdef Py_ssize_t i, j
         cdef int rc

@@ -940,7 +940,7 @@ cdef class RecordPool:
             if buf != stackbuf:
                 PyMem_Free(buf)
 
-    def update(self, handle, **fields):
+    def update(self, handle, /, **fields):
         """Set several fields of one record at once (all checked before any is written)."""
         cdef char stackbuf[256]
         cdef char* buf
@@ -1074,7 +1074,7 @@ cdef class RecordPool:
                                             f"in {fdt}")
         return np.ascontiguousarray(np.broadcast_to(v, (n,)).astype(fdt))
 
-    def alloc_many(self, Py_ssize_t n, **columns):
+    def alloc_many(self, Py_ssize_t n, /, **columns):
         """Allocate ``n`` records at once; return their handles (numpy int64 array).
 
         Each keyword gives one field: a scalar (same for all) or ``n`` values. All

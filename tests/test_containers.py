@@ -914,3 +914,17 @@ def test_downstream_threads_each_with_own_containers(downstream):
         ids = np.asarray(v)["id"]
         assert np.array_equal(ids, np.arange(t * n, (t + 1) * n))
         assert list(maps[t].keys_array()) == list(range(t * n + 1, (t + 1) * n, 2))
+
+
+def test_fields_named_like_parameters():
+    """Fields called ``rec`` or ``index`` go through as keywords (append/insert take the
+    record and the index positional-only; insert(0, index=1) used to be refused)."""
+    v = RecordVector("rec:i4 index:i4")
+    v.append(rec=5, index=1)
+    v.insert(0, rec=6, index=2)
+    assert v.tolist() == [(6, 2), (5, 1)]
+    q = RecordDeque("rec:i4 index:i4")
+    q.append(rec=1, index=2)
+    q.appendleft(rec=3, index=4)
+    q.insert(1, rec=5, index=6)
+    assert q.tolist() == [(3, 4), (5, 6), (1, 2)]

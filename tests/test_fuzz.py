@@ -64,9 +64,36 @@ def _run_fuzz(calls, seed):
 
 
 def test_fuzz_short_run_in_subprocess():
-    proc = _run_fuzz(30_000, 12345)
+    """Every section, 10,000 calls each, one child process per section."""
+    proc = _run_fuzz(10_000 * len(fuzz.SECTIONS), 12345)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "30000 calls survived" in proc.stdout
+    for name in fuzz.SECTIONS:
+        assert f"10000 calls survived (seed 12345, sections {name}," in proc.stdout
+    assert f"{10_000 * len(fuzz.SECTIONS)} calls survived in all" in proc.stdout
+
+
+def test_fuzz_pool_model_catches_a_lost_free(monkeypatch):
+    """The pool section's model check can fail too: a free the model does not record."""
+    class Broken(fuzz.PoolSection):
+        def op_free(self):
+            h = self._pick()
+            if h is not None:
+                self.pool.free(h)               # freed, but the model still has it
+    monkeypatch.setitem(fuzz.SECTIONS, "broken", Broken)
+    with pytest.raises(fuzz.ModelError):
+        fuzz.run(2000, 1, ["broken"])
+
+
+def test_fuzz_vector_model_catches_a_lost_write(monkeypatch):
+    """... and the vector's: a write through the export that the model misses."""
+    class Broken(fuzz.VectorSection):
+        def op_setitem(self):
+            if self.model:
+                self.v[0] = (1, 2.0, 3, b"zz") if self.model[0] != (1, 2.0, 3, b"zz") \
+                    else (4, 5.0, 6, b"yy")
+    monkeypatch.setitem(fuzz.SECTIONS, "broken", Broken)
+    with pytest.raises(fuzz.ModelError):
+        fuzz.run(2000, 1, ["broken"])
 
 
 def test_fuzz_reports_model_mismatch(monkeypatch):

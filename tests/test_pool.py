@@ -839,3 +839,17 @@ def test_nogil_api_threads(probe):
         assert (p.gather("i", hs) == np.arange(1, n, 2) * 10).all()
     p.close()
     assert probe.live(p) == 0
+
+
+def test_fields_named_like_parameters():
+    """A field called ``n`` or ``handle`` is a column / field like any other (found by
+    tools/fuzz.py: alloc_many(n, **columns) refused a column named 'n')."""
+    p = RecordPool("n:i4 handle:u2")
+    hs = p.alloc_many(3, n=[1, 2, 3], handle=7)
+    assert p.gather("n", hs).tolist() == [1, 2, 3]
+    h = int(hs[0])
+    p.update(h, n=5, handle=9)
+    assert p.read(h) == (5, 9)
+    with pytest.raises(TypeError):
+        p.alloc_many(n=2)               # the count is positional only
+    p.close()

@@ -11,23 +11,46 @@ the API must hold; every call's outcome is checked against it:
 - ``block``: malloc / calloc / realloc / free / usable_size / is_live, fed live
   blocks, freed addresses, interior pointers, foreign ints, huge and negative
   sizes, None, floats and bools. Block contents are checked after every move.
+- ``pool``: RecordPool("x:f8 n:i4 b:u1 s:S4") against a dict handle -> values:
+  alloc (positional, keywords, numpy scalars; out-of-range, wrong-type and unknown
+  fields), free / del of live, stale, foreign, flipped-bit, negative and non-int
+  handles, get / set / update, ``pool[h]`` views (also after their record died),
+  alloc_many / free_many (one bad or repeated handle: nothing freed), gather /
+  scatter, clear, trim, iteration / handles() / column(), pickling, closed pools.
+- ``vector``, ``deque``, ``map``: RecordVector, RecordDeque (maxlen sometimes) and
+  RecordMap (key i4) on "id:i8 x:f8 a:i1 s:S3" against list, collections.deque
+  and dict: every mutator with valid and invalid records (wrong count, type,
+  range, unknown field), bad indices and keys, pops from empty, all-or-nothing
+  extend / update / set_many, views that outlive their record, pickling / copy,
+  and for the vector buffer exports (an alive ``np.asarray`` / ``as_array()``
+  view: growth, reserve, shrink_to_fit and close raise BufferError, the contents
+  still match, writes through the view reach the vector).
 
-RecordPool and containers plug in as more sections: a class with ``__init__(rng)``,
-``OPS`` (name -> weight), one ``op_<name>(self)`` method per entry, ``check()`` and
-``close()``, added to ``SECTIONS``. tests/test_fuzz.py drives the same sections
-with hypothesis (``step(name, draw)``) and runs a short random run through this
-script.
+The record and container sections check the whole model after every call; the
+block section's full check (hakmem's live counts) is an operation of its own.
+The driver runs each section in its own child process with an equal share of
+``--calls``: the block model is hakmem's process-wide live count, which records
+and containers in the same process would move.
+
+More sections plug in as classes with ``__init__(rng)``, ``OPS`` (name -> weight),
+one ``op_<name>(self)`` method per entry, ``check()`` and ``close()``, added to
+``SECTIONS``. tests/test_fuzz.py drives every section with hypothesis
+(``step(name)``) and runs a short random run through this script.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import os
+import pickle
 import random
 import signal
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 import hakmem
 
@@ -294,7 +317,1146 @@ class BlockSection:
         getattr(self, "op_" + name)()
 
 
-SECTIONS = {"block": BlockSection}
+# ---- records and containers --------------------------------------------------------
+POOL_SPEC = "x:f8 n:i4 b:u1 s:S4"
+REC_SPEC = "id:i8 x:f8 a:i1 s:S3"        # containers' records: (int, float, int8, bytes)
+
+
+def _rand_float(rng: random.Random) -> float:
+    return rng.choice((0.0, -0.0, 1.5, -2.25, float("inf"), float("-inf"), 1e300,
+                       rng.uniform(-1e6, 1e6)))
+
+
+def _rand_bytes(rng: random.Random, n: int) -> bytes:
+    return bytes(rng.choice(b"ab\x00z") for _ in range(rng.randint(0, n)))
+
+
+class PoolSection:
+    """hakmem.RecordPool against a dict handle -> values, with invalid calls mixed in.
+
+    Model: ``live`` maps handle -> (x, n, b, s) as read back (``s`` without trailing
+    NULs); ``dead`` holds handles freed (never valid again, whatever reuses the slot).
+    Every failed call must leave the pool exactly as the model says.
+    """
+
+    name = "pool"
+    FIELDS = ("x", "n", "b", "s")
+    OPS = {"alloc": 20, "alloc_invalid": 8, "free": 14, "free_invalid": 8, "get": 8,
+           "set": 8, "set_invalid": 6, "view": 6, "alloc_many": 3, "free_many": 3,
+           "gather_scatter": 4, "clear": 1, "trim": 1, "iterate": 2, "pickle": 1,
+           "closed_pool": 1, "check": 1}
+    MAX_LIVE = 120
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.pool = hakmem.RecordPool(POOL_SPEC)
+        self.other = hakmem.RecordPool(POOL_SPEC)            # source of foreign handles
+        self.foreign = [self.other.alloc() for _ in range(4)]
+        self.live: dict[int, tuple] = {}
+        self.dead: list[int] = []
+        self.calls = 0
+
+    # ---- helpers ------------------------------------------------------------------
+    def _values(self) -> tuple:
+        rng = self.rng
+        return (_rand_float(rng), rng.choice((0, -1, 7, -(1 << 31), (1 << 31) - 1,
+                                              rng.randint(-1000, 1000))),
+                rng.choice((0, 255, rng.randint(0, 255))), _rand_bytes(rng, 4))
+
+    def _bad_value(self) -> tuple[str, object, type]:
+        """(field, value, expected exception) for a value the field must refuse."""
+        rng = self.rng
+        return rng.choice((
+            ("x", "1.0", TypeError), ("x", None, TypeError), ("x", b"1", TypeError),
+            ("x", 1 << 2000, OverflowError),
+            ("n", 1 << 31, OverflowError), ("n", -(1 << 31) - 1, OverflowError),
+            ("n", 1.0, TypeError), ("n", "3", TypeError), ("n", None, TypeError),
+            ("b", 256, OverflowError), ("b", -1, OverflowError), ("b", 1 << 70, OverflowError),
+            ("s", "ab", TypeError), ("s", 5, TypeError), ("s", b"abcde", OverflowError),
+        ))
+
+    def _pick(self) -> int | None:
+        if not self.live:
+            return None
+        return list(self.live)[self.rng.randrange(len(self.live))]
+
+    def _bad_handle(self) -> int:
+        """An int that is no live handle of this pool."""
+        while True:
+            h = self._bad_handle_try()
+            if h not in self.live:      # (a flipped slot bit may land on a live record)
+                return h
+
+    def _bad_handle_try(self) -> int:
+        rng = self.rng
+        k = rng.randrange(6)
+        if k == 0 and self.dead:
+            return rng.choice(self.dead)
+        if k == 1:
+            return rng.choice(self.foreign)
+        if k == 2 and self.live:
+            h = self._pick()
+            return h ^ rng.choice((1, 2, 1 << 16, 1 << 47, 1 << 50))   # other gen/slot/tag
+        if k == 3:
+            return rng.choice((0, -1, -(1 << 70), 1 << 62, U64 - 1, U64, 1 << 100))
+        return rng.randrange(1 << 62)
+
+    def _norm(self, vals: tuple) -> tuple:
+        x, n, b, s = vals
+        return (float(x), int(n), int(b), bytes(s).rstrip(b"\0"))
+
+    def _expect_stale(self, fn, *args) -> None:
+        _expect(hakmem.StaleHandleError, fn, *args)
+
+    def _add(self, h: int, vals: tuple) -> None:
+        if h in self.live:
+            raise ModelError(f"handle {h:#x} handed out twice")
+        if h in self.dead:
+            raise ModelError(f"stale handle {h:#x} handed out again")
+        if not (0 < h < 1 << 62):
+            raise ModelError(f"handle {h:#x} outside (0, 2**62)")
+        self.live[h] = self._norm(vals)
+
+    def _kill(self, h: int) -> None:
+        del self.live[h]
+        self.dead.append(h)
+        if len(self.dead) > 2000:
+            del self.dead[:1000]
+
+    # ---- operations ---------------------------------------------------------------
+    def op_alloc(self) -> None:
+        if len(self.live) >= self.MAX_LIVE:
+            return self.op_free()
+        rng = self.rng
+        vals = self._values()
+        k = rng.randrange(4)
+        if k == 0:
+            h = self.pool.alloc(*vals)
+        elif k == 1:
+            h = self.pool.alloc(**dict(zip(self.FIELDS, vals)))
+        elif k == 2:                      # some fields only: the rest are zero
+            keep = [f for f in self.FIELDS if rng.random() < 0.5]
+            vals = tuple(v if f in keep else (0.0, 0, 0, b"")[i]
+                         for i, (f, v) in enumerate(zip(self.FIELDS, vals)))
+            h = self.pool.alloc(**{f: v for f, v in zip(self.FIELDS, vals) if f in keep})
+        else:                             # numpy scalars and bools where they fit
+            vals = (np.float32(0.5), np.int16(vals[1] % 30000), True, np.bytes_(vals[3]))
+            h = self.pool.alloc(*vals)
+        self._add(h, vals)
+
+    def op_alloc_invalid(self) -> None:
+        rng = self.rng
+        k = rng.randrange(5)
+        if k == 0:
+            f, v, exc = self._bad_value()
+            vals = dict(zip(self.FIELDS, self._values()))
+            vals[f] = v
+            if rng.random() < 0.5:
+                _expect(exc, self.pool.alloc, *vals.values())
+            else:
+                _expect(exc, lambda: self.pool.alloc(**vals))
+        elif k == 1:
+            _expect(AttributeError, lambda: self.pool.alloc(x=1.0, zz=3))
+        elif k == 2:
+            _expect(TypeError, self.pool.alloc, 1.0, 2, 3, b"a", 5)
+        elif k == 3:
+            _expect(TypeError, lambda: self.pool.alloc(1.0, x=2.0))
+        else:
+            _expect(ValueError, self.pool.alloc_many, -rng.randint(1, 10))
+
+    def op_free(self) -> None:
+        h = self._pick()
+        if h is None:
+            return self.op_alloc()
+        if self.rng.random() < 0.3:
+            del self.pool[h]
+        else:
+            self.pool.free(h)
+        self._kill(h)
+        if h in self.pool or self.pool.is_live(h):
+            raise ModelError(f"{h:#x} still live after free")
+
+    def op_free_invalid(self) -> None:
+        rng = self.rng
+        if rng.random() < 0.25:
+            bad = rng.choice((None, 1.5, "1", b"1", [1]))
+            _expect(TypeError, self.pool.free, bad)
+            if bad in self.pool if not isinstance(bad, list) else False:
+                raise ModelError(f"{bad!r} in pool")
+            return
+        h = self._bad_handle()
+        if rng.random() < 0.5:
+            self._expect_stale(self.pool.free, h)
+        else:
+            self._expect_stale(self.pool.__delitem__, h)
+        if self.pool.is_live(h) or h in self.pool:
+            raise ModelError(f"invalid handle {h:#x} reported live")
+
+    def op_get(self) -> None:
+        h = self._pick()
+        rng = self.rng
+        if h is None or rng.random() < 0.2:
+            return self._expect_stale(self.pool.get, self._bad_handle(),
+                                      rng.choice(self.FIELDS))
+        if rng.random() < 0.15:
+            return _expect(AttributeError, self.pool.get, h, rng.choice(("zz", "", "X")))
+        if rng.random() < 0.1:
+            # a non-str name: docs/records.md does not say; the pool treats it as an
+            # unknown field (AttributeError naming it)
+            return _expect((TypeError, AttributeError), self.pool.get, h, 3)
+        i = rng.randrange(4)
+        got = self.pool.get(h, self.FIELDS[i])
+        if got != self.live[h][i] or type(got) is not type(self.live[h][i]):
+            raise ModelError(f"get({h:#x}, {self.FIELDS[i]!r}) = {got!r}, model "
+                             f"{self.live[h][i]!r}")
+
+    def op_set(self) -> None:
+        h = self._pick()
+        if h is None:
+            return self.op_alloc()
+        rng = self.rng
+        vals = self._values()
+        if rng.random() < 0.7:
+            i = rng.randrange(4)
+            self.pool.set(h, self.FIELDS[i], vals[i])
+            new = list(self.live[h])
+            new[i] = vals[i]
+        else:
+            keep = [i for i in range(4) if rng.random() < 0.6]
+            self.pool.update(h, **{self.FIELDS[i]: vals[i] for i in keep})
+            new = [vals[i] if i in keep else v for i, v in enumerate(self.live[h])]
+        self.live[h] = self._norm(tuple(new))
+
+    def op_set_invalid(self) -> None:
+        h = self._pick()
+        rng = self.rng
+        k = rng.randrange(4)
+        if h is None or k == 0:
+            return self._expect_stale(self.pool.set, self._bad_handle(), "n", 1)
+        if k == 1:
+            return _expect(AttributeError, self.pool.set, h, "zz", 1)
+        f, v, exc = self._bad_value()
+        if k == 2:
+            _expect(exc, self.pool.set, h, f, v)
+        else:                             # one bad field among good ones: nothing written
+            good = dict(zip(self.FIELDS, self._values()))
+            good[f] = v
+            _expect(exc, lambda: self.pool.update(h, **good))
+
+    def op_view(self) -> None:
+        h = self._pick()
+        if h is None:
+            return self.op_alloc()
+        rng = self.rng
+        rec = self.pool[h]
+        if rec.handle != h or rec.as_tuple() != self.live[h] or rec != self.live[h]:
+            raise ModelError(f"pool[{h:#x}] = {rec.as_tuple()!r}, model {self.live[h]!r}")
+        if rec.as_dict() != dict(zip(self.FIELDS, self.live[h])):
+            raise ModelError(f"pool[{h:#x}].as_dict() = {rec.as_dict()!r}")
+        i = rng.randrange(4)
+        f = self.FIELDS[i]
+        if getattr(rec, f) != self.live[h][i]:
+            raise ModelError(f"pool[{h:#x}].{f} = {getattr(rec, f)!r}")
+        k = rng.randrange(4)
+        if k == 0:
+            v = self._values()[i]
+            setattr(rec, f, v)
+            new = list(self.live[h])
+            new[i] = v
+            self.live[h] = self._norm(tuple(new))
+        elif k == 1:
+            bf, bv, exc = self._bad_value()
+            _expect(exc, setattr, rec, bf, bv)
+        elif k == 2:
+            _expect(AttributeError, getattr, rec, "zz")
+        else:                             # the view outlives its record: stale, not a read
+            self.pool.free(h)
+            self._kill(h)
+            self._expect_stale(getattr, rec, f)
+            self._expect_stale(setattr, rec, f, self._values()[i])
+            if rng.random() < 0.5 and len(self.live) < self.MAX_LIVE:
+                self.op_alloc()           # likely reuses the slot: the view stays stale
+                self._expect_stale(getattr, rec, f)
+
+    def op_alloc_many(self) -> None:
+        rng = self.rng
+        n = rng.randint(0, 40)
+        if len(self.live) + n > self.MAX_LIVE:
+            return self.op_free_many()
+        cols = {}
+        base = [0.0, 0, 0, b""]
+        per = [None] * 4
+        for i, f in enumerate(self.FIELDS):
+            r = rng.random()
+            if r < 0.3:
+                continue
+            if r < 0.6:
+                base[i] = self._values()[i]
+                cols[f] = base[i]
+            else:
+                per[i] = [self._values()[i] for _ in range(n)]
+                cols[f] = np.array(per[i], dtype=self.pool.dtype[f])
+        if rng.random() < 0.2:            # one bad column: all or nothing
+            bad = rng.choice((("zz", 1, (AttributeError, TypeError, ValueError)),
+                              ("b", np.full(n, 300) if n else 300, OverflowError),
+                              ("n", 2.5, TypeError),
+                              ("x", [1.0] * (n + 1), ValueError)))
+            cols2 = dict(cols)
+            cols2[bad[0]] = bad[1]
+            before = len(self.pool)
+            _expect(bad[2], lambda: self.pool.alloc_many(n, **cols2))
+            if len(self.pool) != before:
+                raise ModelError("failed alloc_many changed the pool's length")
+            return
+        hs = self.pool.alloc_many(n, **cols)
+        if hs.dtype != np.int64 or hs.shape != (n,):
+            raise ModelError(f"alloc_many returned {hs.dtype} {hs.shape}")
+        for j, h in enumerate(hs.tolist()):
+            self._add(h, tuple(per[i][j] if per[i] is not None else base[i]
+                               for i in range(4)))
+
+    def op_free_many(self) -> None:
+        rng = self.rng
+        hs = [h for h in self.live if rng.random() < 0.3]
+        k = rng.randrange(5)
+        if k == 0 and hs:                 # a repeated handle: nothing freed
+            bad = hs + [rng.choice(hs)]
+        elif k == 1:
+            bad = hs + [self._bad_handle()]
+        else:
+            bad = None
+        if bad is not None:
+            rng.shuffle(bad)
+            if all(0 <= b < U64 for b in bad):
+                arr = np.array(bad, dtype=np.uint64 if max(bad, default=0) >= 1 << 63
+                               else np.int64)
+            else:
+                arr = bad                 # out of int64 range: numpy cannot take it
+                return _expect((hakmem.StaleHandleError, OverflowError, TypeError,
+                                ValueError), self.pool.free_many, arr)
+            return self._expect_stale(self.pool.free_many, arr)
+        self.pool.free_many(np.array(hs, dtype=np.int64) if rng.random() < 0.5 else hs)
+        for h in hs:
+            self._kill(h)
+
+    def op_gather_scatter(self) -> None:
+        rng = self.rng
+        hs = [h for h in self.live if rng.random() < 0.5]
+        i = rng.randrange(4)
+        f = self.FIELDS[i]
+        arr = np.array(hs, dtype=np.int64)
+        if rng.random() < 0.2:
+            bad = hs + [self._bad_handle() & ((1 << 63) - 1)]
+            rng.shuffle(bad)
+            bad = np.array(bad, dtype=np.int64)
+            if rng.random() < 0.5:
+                return self._expect_stale(self.pool.gather, f, bad)
+            return self._expect_stale(self.pool.scatter, f, bad,
+                                      np.zeros(len(bad), self.pool.dtype[f]))
+        if rng.random() < 0.05:
+            return _expect((AttributeError, KeyError, ValueError), self.pool.gather, "zz", arr)
+        if rng.random() < 0.5:
+            got = self.pool.gather(f, arr)
+            want = [self.live[h][i] for h in hs]
+            if got.shape != arr.shape or [self._norm_field(i, g) for g in got.tolist()] != want:
+                raise ModelError(f"gather({f!r}) = {got!r}, model {want!r}")
+            return
+        vals = [self._values()[i] for _ in hs]
+        self.pool.scatter(f, arr, np.array(vals, dtype=self.pool.dtype[f]))
+        for h, v in zip(hs, vals):
+            new = list(self.live[h])
+            new[i] = v
+            self.live[h] = self._norm(tuple(new))
+
+    def _norm_field(self, i: int, v):
+        return bytes(v).rstrip(b"\0") if i == 3 else v
+
+    def op_clear(self) -> None:
+        if self.rng.random() < 0.7:
+            return self.op_alloc_many()
+        self.pool.clear()
+        for h in list(self.live):
+            self._kill(h)
+
+    def op_trim(self) -> None:
+        self.pool.trim()
+
+    def op_iterate(self) -> None:
+        got = list(self.pool)
+        if sorted(got) != sorted(self.live) or len(got) != len(set(got)):
+            raise ModelError(f"iter(pool) gives {len(got)} handles, model {len(self.live)}")
+        hs = self.pool.handles().tolist()
+        if hs != got and sorted(hs) != sorted(got):
+            raise ModelError("handles() and iter(pool) disagree")
+        if bool(self.pool) != bool(self.live):
+            raise ModelError("bool(pool) disagrees with the model")
+        col = self.pool.column(self.FIELDS[1]).tolist()
+        if col != [self.live[h][1] for h in hs]:
+            raise ModelError("column('n') disagrees with handles() order / model")
+
+    def op_pickle(self) -> None:
+        new = pickle.loads(pickle.dumps(self.pool))
+        old, self.pool = self.pool, new
+        old.close()
+        self._expect_closed(old)
+        self.check()
+
+    def _expect_closed(self, p) -> None:
+        h = self._pick()
+        _expect(ValueError, p.alloc)
+        if h is not None:
+            _expect(ValueError, p.get, h, "x")
+            _expect(ValueError, p.free, h)
+
+    def op_closed_pool(self) -> None:
+        p = hakmem.RecordPool(POOL_SPEC)
+        h = p.alloc(1.0)
+        p.close()
+        if not p.closed:
+            raise ModelError("closed pool not closed")
+        _expect(ValueError, p.alloc)
+        _expect(ValueError, p.get, h, "x")
+        _expect(ValueError, p.free_many, [h])
+
+    def op_check(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """len, every live handle's values, a sample of stale handles."""
+        if len(self.pool) != len(self.live):
+            raise ModelError(f"len(pool) = {len(self.pool)}, model {len(self.live)}")
+        for h, vals in self.live.items():
+            got = self.pool.read(h)
+            if got != vals:
+                raise ModelError(f"pool.read({h:#x}) = {got!r}, model {vals!r}")
+        for h in self.dead[-3:]:
+            self._expect_stale(self.pool.read, h)
+            if h in self.pool:
+                raise ModelError(f"stale {h:#x} in pool")
+
+    def close(self) -> None:
+        self.check()
+        self.pool.close()
+        self.other.close()
+
+    def step(self, name: str) -> None:
+        """Run one operation by name, then check the whole model."""
+        self.calls += 1
+        getattr(self, "op_" + name)()
+        self.check()
+
+
+def _rec(rng: random.Random) -> tuple:
+    """A valid container record (id:i8 x:f8 a:i1 s:S3) as read back."""
+    return (rng.choice((0, -1, (1 << 63) - 1, -(1 << 63), rng.randint(-10**6, 10**6))),
+            _rand_float(rng), rng.randint(-128, 127), _rand_bytes(rng, 3).rstrip(b"\0"))
+
+
+REC_FIELDS = ("id", "x", "a", "s")
+REC_ZERO = (0, 0.0, 0, b"")
+
+
+def _rec_arg(rng: random.Random, rec: tuple):
+    """The same record in one of the accepted forms: tuple, list, dict, partial dict."""
+    k = rng.randrange(4)
+    if k == 0:
+        return rec, rec
+    if k == 1:
+        return list(rec), rec
+    if k == 2:
+        return dict(zip(REC_FIELDS, rec)), rec
+    keep = [i for i in range(4) if rng.random() < 0.5]
+    return ({REC_FIELDS[i]: rec[i] for i in keep},
+            tuple(rec[i] if i in keep else REC_ZERO[i] for i in range(4)))
+
+
+def _bad_rec(rng: random.Random):
+    """(record argument, expected exception) the containers must refuse (docs/containers.md)."""
+    good = list(_rec(rng))
+    k = rng.randrange(9)
+    if k == 0:
+        return tuple(good[:3]), TypeError                    # wrong number of fields
+    if k == 1:
+        return tuple(good) + (1,), TypeError
+    if k == 2:
+        good[0] = 0.5                                        # float for an int field
+        return tuple(good), TypeError
+    if k == 3:
+        good[1] = "1.0"
+        return tuple(good), TypeError
+    if k == 4:
+        good[2] = rng.choice((128, -129, 1 << 70))
+        return tuple(good), OverflowError
+    if k == 5:
+        good[0] = rng.choice((1 << 63, -(1 << 63) - 1))
+        return tuple(good), OverflowError
+    if k == 6:
+        good[3] = b"abcd"                                    # too long for S3
+        return tuple(good), ValueError
+    if k == 7:
+        return {"id": 1, "zz": 2}, TypeError                 # unknown field
+    return rng.choice((5, 1.5, None if False else object())), TypeError
+
+
+def _same(got, want: list, what: str) -> None:
+    if got != want:
+        raise ModelError(f"{what}: container {got!r}\n  model {want!r}")
+
+
+class VectorSection:
+    """hakmem.RecordVector against a list of tuples; buffer exports pin the storage."""
+
+    name = "vector"
+    OPS = {"append": 20, "append_invalid": 5, "extend": 5, "insert": 6, "pop": 10,
+           "getitem": 8, "setitem": 6, "delitem": 5, "slice": 3, "sort": 1, "reserve": 2,
+           "clear": 1, "export": 4, "pickle": 1, "check": 1}
+    MAX_LEN = 150
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.v = hakmem.RecordVector(REC_SPEC)
+        self.model: list[tuple] = []
+        self.calls = 0
+
+    def _idx(self, n: int, valid: bool) -> object:
+        rng = self.rng
+        if valid:
+            return rng.randrange(-n, n)
+        return rng.choice((n, -n - 1, n + rng.randint(1, 5), 1 << 70, -(1 << 70)))
+
+    def op_append(self) -> None:
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_pop()
+        rec = _rec(self.rng)
+        if self.rng.random() < 0.3:
+            self.v.append(**dict(zip(REC_FIELDS, rec)))
+        else:
+            arg, rec = _rec_arg(self.rng, rec)
+            self.v.append(arg)
+        self.model.append(rec)
+
+    def op_append_invalid(self) -> None:
+        bad, exc = _bad_rec(self.rng)
+        if self.rng.random() < 0.5:
+            _expect(exc, self.v.append, bad)
+        else:
+            _expect(exc, self.v.insert, self.rng.randint(-3, len(self.model) + 3), bad)
+
+    def op_extend(self) -> None:
+        rng = self.rng
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_delitem()
+        recs = [_rec(rng) for _ in range(rng.randint(0, 8))]
+        k = rng.randrange(4)
+        if k == 0 and recs:                   # one bad record: all or nothing
+            bad, exc = _bad_rec(rng)
+            src = list(recs)
+            src.insert(rng.randrange(len(src) + 1), bad)
+            return _expect(exc, self.v.extend, src)
+        if k == 1:
+            self.v.extend(np.array(recs, dtype=self.v.dtype))
+        elif k == 2:
+            self.v.extend(hakmem.RecordVector(REC_SPEC, recs))
+        else:
+            self.v.extend(recs)
+        self.model.extend(recs)
+
+    def op_insert(self) -> None:
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_pop()
+        i = self.rng.randint(-len(self.model) - 3, len(self.model) + 3)
+        arg, rec = _rec_arg(self.rng, _rec(self.rng))
+        self.v.insert(i, arg)
+        self.model.insert(i, rec)
+
+    def op_pop(self) -> None:
+        n = len(self.model)
+        rng = self.rng
+        if not n:
+            return _expect(IndexError, self.v.pop)
+        if rng.random() < 0.15:
+            return _expect(IndexError, self.v.pop, self._idx(n, False))
+        if rng.random() < 0.5:
+            r = self.v.pop()
+            want = self.model.pop()
+        else:
+            i = self._idx(n, True)
+            view = self.v[n - 1]              # a view of the last position
+            r = self.v.pop(i)
+            want = self.model.pop(i)
+            _expect(IndexError, getattr, view, "x")      # its position is gone now
+        _same(r.as_tuple(), want, "pop()")
+
+    def op_getitem(self) -> None:
+        n = len(self.model)
+        rng = self.rng
+        if not n or rng.random() < 0.2:
+            return _expect(IndexError, self.v.__getitem__, self._idx(n, False))
+        if rng.random() < 0.05:
+            return _expect(TypeError, self.v.__getitem__, rng.choice((1.0, "0", None)))
+        i = self._idx(n, True)
+        r = self.v[i]
+        _same(r.as_tuple(), self.model[i], f"v[{i}]")
+        f = rng.randrange(4)
+        _same(getattr(r, REC_FIELDS[f]), self.model[i][f], f"v[{i}].{REC_FIELDS[f]}")
+        if r[f] != self.model[i][f] or r != self.model[i]:
+            raise ModelError(f"v[{i}][{f}] / == disagree with the model")
+        _expect(AttributeError, getattr, r, "zz")
+
+    def op_setitem(self) -> None:
+        n = len(self.model)
+        rng = self.rng
+        if not n:
+            return _expect(IndexError, self.v.__setitem__, 0, _rec(rng))
+        i = self._idx(n, True)
+        k = rng.randrange(4)
+        if k == 0:
+            bad, exc = _bad_rec(rng)
+            return _expect(exc, self.v.__setitem__, i, bad)
+        if k == 1:
+            return _expect(IndexError, self.v.__setitem__, self._idx(n, False), _rec(rng))
+        if k == 2:                            # through a view, one field
+            f = rng.randrange(4)
+            val = _rec(rng)[f]
+            setattr(self.v[i], REC_FIELDS[f], val)
+            new = list(self.model[i])
+            new[f] = val
+            self.model[i] = tuple(new)
+            return
+        arg, rec = _rec_arg(rng, _rec(rng))
+        self.v[i] = arg
+        self.model[i] = rec
+
+    def op_delitem(self) -> None:
+        n = len(self.model)
+        rng = self.rng
+        if rng.random() < 0.3:
+            s = slice(rng.randint(-n - 2, n + 2), rng.randint(-n - 2, n + 2),
+                      rng.choice((None, 1, 2, 3, -1, -2)))
+            del self.v[s]
+            del self.model[s]
+            return
+        if not n or rng.random() < 0.2:
+            return _expect(IndexError, self.v.__delitem__, self._idx(n, False))
+        i = self._idx(n, True)
+        del self.v[i]
+        del self.model[i]
+
+    def op_slice(self) -> None:
+        n = len(self.model)
+        rng = self.rng
+        s = slice(rng.randint(-n - 2, n + 2), rng.randint(-n - 2, n + 2),
+                  rng.choice((None, 1, 2, -1, -3)))
+        w = self.v[s]
+        _same(w.tolist(), self.model[s], f"v[{s}]")
+        w.close()
+
+    def op_sort(self) -> None:
+        rng = self.rng
+        f = rng.choice(("id", "a", "s"))      # not x: NaN-free, but -0.0 == 0.0 ties
+        rev = rng.random() < 0.5
+        i = REC_FIELDS.index(f)
+        self.v.sort(f, reverse=rev)
+        got = self.v.tolist()
+        keys = [r[i] for r in got]
+        if keys != sorted((r[i] for r in self.model), reverse=rev) or \
+                sorted(got, key=repr) != sorted(self.model, key=repr):
+            raise ModelError(f"sort({f!r}, reverse={rev}) is not a sorted permutation")
+        self.model = got
+
+    def op_reserve(self) -> None:
+        rng = self.rng
+        k = rng.randrange(3)
+        if k == 0:
+            _expect(ValueError, self.v.reserve, -rng.randint(1, 5))
+        elif k == 1:
+            self.v.reserve(rng.randint(0, 400))
+        else:
+            self.v.shrink_to_fit()
+            if self.v.capacity != len(self.model):
+                raise ModelError(f"shrink_to_fit left capacity {self.v.capacity}")
+        if self.v.capacity < len(self.model):
+            raise ModelError("capacity below len")
+
+    def op_clear(self) -> None:
+        self.v.clear()
+        self.model.clear()
+
+    def op_export(self) -> None:
+        """While a view of the buffer is alive, nothing may move it (BufferError)."""
+        rng = self.rng
+        a = np.asarray(self.v) if rng.random() < 0.3 else self.v.as_array()
+        if a.__array_interface__["data"][0] != self.v.address and len(self.model):
+            raise ModelError("np.asarray(vector) is not over the vector's memory")
+        if self.v.exports < 1:
+            raise ModelError(f"exports = {self.v.exports} with a live export")
+        cap, n = self.v.capacity, len(self.model)
+        k = rng.randrange(4)
+        if k == 0:
+            _expect(BufferError, self.v.reserve, cap + rng.randint(1, 100))
+        elif k == 1 and cap > n:
+            _expect(BufferError, self.v.shrink_to_fit)
+        elif k == 2:
+            _expect(BufferError, self.v.close)
+        else:                                 # fill to capacity (allowed), then one more
+            while len(self.model) < self.v.capacity and len(self.model) < 4 * self.MAX_LEN:
+                rec = _rec(rng)
+                self.v.append(rec)
+                self.model.append(rec)
+            if len(self.model) == self.v.capacity:
+                rec = _rec(rng)
+                op = rng.choice((lambda: self.v.append(rec), lambda: self.v.insert(0, rec),
+                                 lambda: self.v.extend([rec, rec])))
+                _expect(BufferError, op)
+        if self.v.address != a.__array_interface__["data"][0] and n:
+            raise ModelError("the exported buffer moved")
+        if self.v.closed:
+            raise ModelError("close() with an export alive closed the vector")
+        if rng.random() < 0.5 and n:          # writes through the view reach the vector
+            j = rng.randrange(n)
+            val = rng.randint(-100, 100)
+            a["id"][j] = val
+            self.model[j] = (val,) + self.model[j][1:]
+        _same([tuple(r) for r in a.tolist()][:n],
+              [(r[0], r[1], r[2], r[3]) for r in self.model[:n]], "exported array")
+        del a
+        if self.v.exports != 0:
+            raise ModelError(f"exports = {self.v.exports} after the export was dropped")
+        if len(self.model) > self.MAX_LEN:
+            del self.v[self.MAX_LEN:]
+            del self.model[self.MAX_LEN:]
+
+    def op_pickle(self) -> None:
+        new = pickle.loads(pickle.dumps(self.v))
+        _same(new.tolist(), self.model, "unpickled vector")
+        self.v.close()
+        if not self.v.closed:
+            raise ModelError("close() did not close")
+        _expect(ValueError, self.v.append, _rec(self.rng))
+        self.v = new
+
+    def op_check(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if len(self.v) != len(self.model):
+            raise ModelError(f"len(vector) = {len(self.v)}, model {len(self.model)}")
+        _same(self.v.tolist(), self.model, "vector")
+        if self.rng.random() < 0.1:
+            _same([r.as_tuple() for r in self.v], self.model, "iter(vector)")
+
+    def close(self) -> None:
+        self.check()
+        self.v.close()
+
+    def step(self, name: str) -> None:
+        """Run one operation by name, then check the whole model."""
+        self.calls += 1
+        getattr(self, "op_" + name)()
+        self.check()
+
+
+class DequeSection:
+    """hakmem.RecordDeque (sometimes with maxlen) against collections.deque."""
+
+    name = "deque"
+    OPS = {"push": 30, "push_invalid": 5, "extend": 5, "pop": 14, "insert": 4,
+           "rotate": 3, "getitem": 8, "setitem": 5, "delitem": 4, "view": 4, "clear": 1,
+           "renew": 1, "check": 1}
+    MAX_LEN = 150
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.q = None
+        self.op_renew()
+        self.calls = 0
+
+    def op_renew(self) -> None:
+        """A fresh deque (maxlen None or small), from a copy or a pickle now and then."""
+        rng = self.rng
+        if self.q is not None and rng.random() < 0.7:
+            return self.op_push()          # (rarer than its weight: the deque may grow)
+        maxlen = rng.choice((None, None, None, 0, 1, 5, 40, 100))
+        recs = [_rec(rng) for _ in range(rng.randint(0, 10))]
+        new = hakmem.RecordDeque(REC_SPEC, maxlen=maxlen, data=recs)
+        model = collections.deque(recs, maxlen=maxlen)
+        if rng.random() < 0.3:
+            new = pickle.loads(pickle.dumps(new)) if rng.random() < 0.5 else new.copy()
+        if self.q is not None:
+            self.q.close()
+            _expect(ValueError, self.q.append, recs[0] if recs else REC_ZERO)
+        self.q, self.model = new, model
+        if self.q.maxlen != maxlen:
+            raise ModelError(f"maxlen {self.q.maxlen}, asked {maxlen}")
+        self.check()
+
+    def op_push(self) -> None:
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_pop()
+        rng = self.rng
+        arg, rec = _rec_arg(rng, _rec(rng))
+        if rng.random() < 0.5:
+            self.q.append(arg)
+            self.model.append(rec)
+        else:
+            self.q.appendleft(arg)
+            self.model.appendleft(rec)
+
+    def op_push_invalid(self) -> None:
+        bad, exc = _bad_rec(self.rng)
+        fn = self.rng.choice((self.q.append, self.q.appendleft))
+        _expect(exc, fn, bad)
+
+    def op_extend(self) -> None:
+        rng = self.rng
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_pop()
+        recs = [_rec(rng) for _ in range(rng.randint(0, 8))]
+        left = rng.random() < 0.5
+        fn = self.q.extendleft if left else self.q.extend
+        if recs and rng.random() < 0.25:      # all or nothing (unlike collections.deque)
+            bad, exc = _bad_rec(rng)
+            src = list(recs)
+            src.insert(rng.randrange(len(src) + 1), bad)
+            return _expect(exc, fn, src)
+        fn(np.array(recs, dtype=self.q.dtype) if rng.random() < 0.3 else recs)
+        (self.model.extendleft if left else self.model.extend)(recs)
+
+    def op_pop(self) -> None:
+        left = self.rng.random() < 0.5
+        if not self.model:
+            return _expect(IndexError, self.q.popleft if left else self.q.pop)
+        r = self.q.popleft() if left else self.q.pop()
+        want = self.model.popleft() if left else self.model.pop()
+        _same(r.as_tuple(), want, "pop")
+
+    def op_insert(self) -> None:
+        rng = self.rng
+        i = rng.randint(-len(self.model) - 3, len(self.model) + 3)
+        arg, rec = _rec_arg(rng, _rec(rng))
+        if self.model.maxlen is not None and len(self.model) >= self.model.maxlen:
+            _expect(IndexError, self.q.insert, i, arg)
+            _expect(IndexError, self.model.insert, i, rec)
+            return
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_pop()
+        self.q.insert(i, arg)
+        self.model.insert(i, rec)
+
+    def op_rotate(self) -> None:
+        k = self.rng.choice((0, 1, -1, self.rng.randint(-400, 400)))
+        self.q.rotate(k)
+        self.model.rotate(k)
+
+    def _idx(self, n: int, valid: bool) -> int:
+        rng = self.rng
+        if valid:
+            return rng.randrange(-n, n)
+        return rng.choice((n, -n - 1, n + 7, 1 << 70, -(1 << 70)))
+
+    def op_getitem(self) -> None:
+        n = len(self.model)
+        if not n or self.rng.random() < 0.2:
+            return _expect(IndexError, self.q.__getitem__, self._idx(n, False))
+        if self.rng.random() < 0.05:
+            return _expect(TypeError, self.q.__getitem__, self.rng.choice((1.0, "0", None)))
+        i = self._idx(n, True)
+        _same(self.q[i].as_tuple(), self.model[i], f"q[{i}]")
+
+    def op_setitem(self) -> None:
+        n = len(self.model)
+        rng = self.rng
+        if not n or rng.random() < 0.15:
+            return _expect(IndexError, self.q.__setitem__, self._idx(n, False), _rec(rng))
+        i = self._idx(n, True)
+        if rng.random() < 0.3:
+            bad, exc = _bad_rec(rng)
+            return _expect(exc, self.q.__setitem__, i, bad)
+        arg, rec = _rec_arg(rng, _rec(rng))
+        self.q[i] = arg
+        self.model[i] = rec
+
+    def op_delitem(self) -> None:
+        n = len(self.model)
+        if not n or self.rng.random() < 0.2:
+            return _expect(IndexError, self.q.__delitem__, self._idx(n, False))
+        i = self._idx(n, True)
+        del self.q[i]
+        del self.model[i]
+
+    def op_view(self) -> None:
+        """A view follows its record as the ends move, and fails once it has left."""
+        n = len(self.model)
+        rng = self.rng
+        if not n:
+            return self.op_push()
+        i = rng.randrange(n)
+        view = self.q[i]
+        rec = self.model[i]
+        left_side = rng.random() < 0.5
+        if rng.random() < 0.5 and len(self.model) < self.MAX_LEN and \
+                self.model.maxlen != len(self.model):
+            new = _rec(rng)
+            (self.q.appendleft if left_side else self.q.append)(new)
+            (self.model.appendleft if left_side else self.model.append)(new)
+            _same(view.as_tuple(), rec, "view after a push")
+        else:                                  # pop from the end it is nearest: it may go
+            gone = (i == 0) if left_side else (i == n - 1)
+            self.q.popleft() if left_side else self.q.pop()
+            self.model.popleft() if left_side else self.model.pop()
+            if gone:
+                _expect(IndexError, view.as_tuple)
+            else:
+                _same(view.as_tuple(), rec, "view after a pop")
+
+    def op_clear(self) -> None:
+        if self.rng.random() < 0.7:
+            return self.op_push()
+        self.q.clear()
+        self.model.clear()
+
+    def op_check(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if len(self.q) != len(self.model):
+            raise ModelError(f"len(deque) = {len(self.q)}, model {len(self.model)}")
+        _same(self.q.tolist(), list(self.model), "deque")
+        if self.rng.random() < 0.1:
+            _same([r.as_tuple() for r in reversed(self.q)], list(reversed(self.model)),
+                  "reversed(deque)")
+
+    def close(self) -> None:
+        self.check()
+        self.q.close()
+
+    def step(self, name: str) -> None:
+        """Run one operation by name, then check the whole model."""
+        self.calls += 1
+        getattr(self, "op_" + name)()
+        self.check()
+
+
+class MapSection:
+    """hakmem.RecordMap (key i4) against a dict, insertion order included."""
+
+    name = "map"
+    OPS = {"set": 30, "set_invalid": 6, "get": 12, "get_missing": 6, "delete": 6,
+           "pop": 4, "popitem": 2, "setdefault": 3, "update": 6, "many": 4, "view": 3,
+           "clear": 1, "pickle": 1, "check": 1}
+    MAX_LEN = 150
+    KMIN, KMAX = -(1 << 31), (1 << 31) - 1
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.m = hakmem.RecordMap(REC_SPEC, key="i4")
+        self.model: dict[int, tuple] = {}
+        self.calls = 0
+
+    def _key(self) -> int:
+        rng = self.rng
+        if self.model and rng.random() < 0.3:
+            return rng.choice(list(self.model))
+        return rng.choice((0, -1, self.KMIN, self.KMAX, rng.randint(-3000, 3000),
+                           rng.randint(self.KMIN, self.KMAX), rng.randint(self.KMIN, self.KMAX)))
+
+    def _missing(self) -> object:
+        rng = self.rng
+        k = rng.choice((rng.randint(-300, 300), self.KMAX + 1, self.KMIN - 1, 1 << 80,
+                        np.int64(5), True))
+        return k if k not in self.model else None
+
+    def op_set(self) -> None:
+        k = self._key()
+        if k not in self.model and len(self.model) >= self.MAX_LEN:
+            return self.op_delete()
+        arg, rec = _rec_arg(self.rng, _rec(self.rng))
+        self.m[k] = arg
+        self.model[k] = rec
+
+    def op_set_invalid(self) -> None:
+        rng = self.rng
+        k = rng.randrange(3)
+        if k == 0:
+            bad, exc = _bad_rec(rng)
+            return _expect(exc, self.m.__setitem__, self._key(), bad)
+        if k == 1:
+            return _expect(OverflowError, self.m.__setitem__,
+                           rng.choice((self.KMAX + 1, self.KMIN - 1, 1 << 70)), _rec(rng))
+        _expect(TypeError, self.m.__setitem__, rng.choice((1.0, "1", None, b"1")), _rec(rng))
+
+    def op_get(self) -> None:
+        if not self.model:
+            return self.op_set()
+        k = self.rng.choice(list(self.model))
+        _same(self.m[k].as_tuple(), self.model[k], f"m[{k}]")
+        if k not in self.m or self.m.get(k).as_tuple() != self.model[k]:
+            raise ModelError(f"{k} in m / m.get({k}) disagree")
+
+    def op_get_missing(self) -> None:
+        k = self._missing()
+        rng = self.rng
+        if k is None:
+            return
+        if k in self.m:
+            raise ModelError(f"missing key {k!r} in map")
+        if self.m.get(k, "d") != "d":
+            raise ModelError(f"m.get({k!r}, 'd') did not return the default")
+        _expect(KeyError, self.m.__getitem__, k)
+        if rng.random() < 0.3:
+            _expect(KeyError, self.m.__delitem__, k)
+        bad = rng.choice((1.5, "1", None))
+        _expect(TypeError, self.m.__getitem__, bad)
+
+    def op_delete(self) -> None:
+        if not self.model or self.rng.random() < 0.1:
+            k = self._missing()
+            if k is not None:
+                _expect(KeyError, self.m.__delitem__, k)
+            return
+        k = self.rng.choice(list(self.model))
+        del self.m[k]
+        del self.model[k]
+
+    def op_pop(self) -> None:
+        rng = self.rng
+        if not self.model or rng.random() < 0.3:
+            k = self._missing()
+            if k is None:
+                return
+            if rng.random() < 0.5:
+                return _expect(KeyError, self.m.pop, k)
+            if self.m.pop(k, 7) != 7:
+                raise ModelError("pop(missing, default) did not return the default")
+            return
+        k = rng.choice(list(self.model))
+        _same(self.m.pop(k).as_tuple(), self.model.pop(k), f"pop({k})")
+
+    def op_popitem(self) -> None:
+        if not self.model:
+            return _expect(KeyError, self.m.popitem)
+        k, r = self.m.popitem()
+        wk, wr = self.model.popitem()
+        if k != wk or r.as_tuple() != wr:
+            raise ModelError(f"popitem() = {k}, model {wk}")
+
+    def op_setdefault(self) -> None:
+        k = self._key()
+        if k not in self.model and len(self.model) >= self.MAX_LEN:
+            return self.op_delete()
+        arg, rec = _rec_arg(self.rng, _rec(self.rng))
+        got = self.m.setdefault(k, arg)
+        want = self.model.setdefault(k, rec)
+        _same(got.as_tuple(), want, f"setdefault({k})")
+
+    def op_update(self) -> None:
+        rng = self.rng
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_delete()
+        items = []
+        for _ in range(rng.randint(0, 6)):
+            arg, rec = _rec_arg(rng, _rec(rng))
+            items.append((self._key(), arg, rec))
+        if items and rng.random() < 0.3:      # one bad record or key: all or nothing
+            src = [(k, a) for k, a, _ in items]
+            if rng.random() < 0.5:
+                bad, exc = _bad_rec(rng)
+                src.insert(rng.randrange(len(src) + 1), (self._key(), bad))
+            else:
+                src.insert(rng.randrange(len(src) + 1), (self.KMAX + 1, _rec(rng)))
+                exc = OverflowError
+            unique = len({k for k, _ in src}) == len(src)   # dict(src) would drop one
+            return _expect(exc, self.m.update, dict(src) if unique and rng.random() < 0.5
+                           else src)
+        src = [(k, a) for k, a, _ in items]
+        self.m.update(dict(src) if rng.random() < 0.5 else src)
+        for k, _, rec in items:
+            self.model[k] = rec
+
+    def op_many(self) -> None:
+        rng = self.rng
+        if rng.random() < 0.5:
+            keys = [self._key() for _ in range(rng.randint(0, 10))]
+            miss = [k for k in keys if k not in self.model]
+            arr = np.array(keys, dtype=np.int64)
+            if miss:
+                _expect(KeyError, self.m.get_many, arr)
+            else:
+                got = self.m.get_many(arr)
+                _same([tuple(r) for r in got.tolist()],
+                      [self.model[k] for k in keys], "get_many")
+            recs, found = self.m.get_many(arr, missing="mask")
+            if found.tolist() != [k in self.model for k in keys]:
+                raise ModelError("get_many(missing='mask') found mask is wrong")
+            return
+        if len(self.model) >= self.MAX_LEN:
+            return self.op_delete()
+        keys = [self._key() for _ in range(rng.randint(0, 10))]
+        recs = [_rec(rng) for _ in keys]
+        vals = np.array(recs, dtype=self.m.dtype)
+        if keys and rng.random() < 0.3:       # out-of-range key or wrong length: nothing
+            if rng.random() < 0.5:
+                bad = list(keys)
+                bad[rng.randrange(len(bad))] = self.KMAX + 1
+                return _expect(OverflowError, self.m.set_many, np.array(bad, np.int64), vals)
+            return _expect(ValueError, self.m.set_many, np.array(keys, np.int64), vals[:-1])
+        self.m.set_many(np.array(keys, dtype=np.int64), vals)
+        for k, r in zip(keys, recs):
+            self.model[k] = r
+
+    def op_view(self) -> None:
+        if not self.model:
+            return self.op_set()
+        k = self.rng.choice(list(self.model))
+        view = self.m[k]
+        del self.m[k]
+        del self.model[k]
+        _expect(KeyError, view.as_tuple)
+        if self.rng.random() < 0.5:           # stored again: the view sees the new record
+            rec = _rec(self.rng)
+            self.m[k] = rec
+            self.model[k] = rec
+            _same(view.as_tuple(), rec, f"view of {k} after re-insert")
+
+    def op_clear(self) -> None:
+        if self.rng.random() < 0.7:
+            return self.op_set()
+        self.m.clear()
+        self.model.clear()
+
+    def op_pickle(self) -> None:
+        new = pickle.loads(pickle.dumps(self.m)) if self.rng.random() < 0.5 else self.m.copy()
+        self.m.close()
+        _expect(ValueError, self.m.__setitem__, 1, REC_ZERO)
+        self.m = new
+        self.check()
+
+    def op_check(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        if len(self.m) != len(self.model):
+            raise ModelError(f"len(map) = {len(self.m)}, model {len(self.model)}")
+        if list(self.m) != list(self.model):
+            raise ModelError(f"map keys (in order) {list(self.m)}, model {list(self.model)}")
+        _same([(k, r.as_tuple()) for k, r in self.m.items()], list(self.model.items()),
+              "map items")
+        if self.m.keys_array().tolist() != list(self.model):
+            raise ModelError("keys_array() disagrees with the model")
+
+    def close(self) -> None:
+        self.check()
+        self.m.close()
+
+    def step(self, name: str) -> None:
+        """Run one operation by name, then check the whole model."""
+        self.calls += 1
+        getattr(self, "op_" + name)()
+        self.check()
+
+
+SECTIONS = {"block": BlockSection, "pool": PoolSection, "vector": VectorSection,
+            "deque": DequeSection, "map": MapSection}
 
 
 def run(calls: int, seed: int, sections: list[str], log_every: int = 0) -> dict:
@@ -311,7 +1473,13 @@ def run(calls: int, seed: int, sections: list[str], log_every: int = 0) -> dict:
     for i in range(calls):
         o, names, weights = plans[rng.randrange(len(plans))]
         name = rng.choices(names, weights)[0]
-        o.step(name)
+        try:
+            o.step(name)
+        except ModelError:
+            raise
+        except Exception as e:           # a valid call that failed is a finding too
+            raise ModelError(f"{o.name}.{name} (call {i + 1}) raised "
+                             f"{type(e).__name__}: {e}") from e
         key = f"{o.name}.{name}"
         per_op[key] = per_op.get(key, 0) + 1
         if log_every and (i + 1) % log_every == 0:
@@ -346,16 +1514,26 @@ def main(argv=None) -> int:
             for k, v in sorted(res["per_op"].items()):
                 print(f"  {k:28} {v}")
         return 0
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--calls", str(a.calls),
-           "--seed", str(seed)] + [x for s in sections for x in ("--section", s)]
-    if a.quiet:
-        cmd.append("--quiet")
-    rc = subprocess.call(cmd)
-    if rc < 0:
-        print(f"fuzz: INTERPRETER CRASHED with {signal.Signals(-rc).name} "
-              f"(replay: {' '.join(cmd[1:])})", flush=True)
-        return 2
-    return rc
+    # One child per section, --calls split evenly: the block section's model is hakmem's
+    # own live counts, which records and containers in the same process would move.
+    total, done = a.calls, []
+    for i, sec in enumerate(sections):
+        n = total // len(sections) + (1 if i < total % len(sections) else 0)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--calls", str(n),
+               "--seed", str(seed), "--section", sec]
+        if a.quiet:
+            cmd.append("--quiet")
+        sys.stdout.flush()
+        rc = subprocess.call(cmd)
+        if rc < 0:
+            print(f"fuzz: INTERPRETER CRASHED with {signal.Signals(-rc).name} "
+                  f"(replay: {' '.join(cmd[1:])})", flush=True)
+            return 2
+        if rc:
+            return rc
+        done.append(f"{sec} {n}")
+    print(f"fuzz: {total} calls survived in all ({', '.join(done)}; seed {seed})", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

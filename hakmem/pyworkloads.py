@@ -162,7 +162,10 @@ def _child(hakmem_on: bool, names, scale: int, repeat: int) -> Dict[str, Dict[st
     cmd += ["--json", "--scale", str(scale), "--repeat", str(repeat)] + list(names)
     env = dict(os.environ)
     env.pop("HAKMEM_INSTALL", None)      # the baseline must really be pymalloc
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # Start in the directory holding this copy of hakmem, so `-m` finds this build and
+    # not an uncompiled source checkout in the caller's working directory.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
     if r.returncode != 0:
         raise RuntimeError(f"workload child failed ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
     return json.loads(r.stdout)

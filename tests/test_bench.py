@@ -299,3 +299,15 @@ def test_record_pool_is_used_when_present(monkeypatch):
     assert R.kinds()[-1] == "RecordPool"
     R.run_ring("RecordPool", 1000)
     assert calls["alloc"] == calls["free"] == 1000 and calls["closed"]
+
+
+def test_python_programs_child_ignores_the_callers_directory(tmp_path, monkeypatch):
+    # From a source checkout, `python -m` would import the uncompiled sources in the
+    # working directory; the workload children must start where this hakmem lives.
+    shadow = tmp_path / "hakmem"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('shadowed by the working directory')\n")
+    monkeypatch.chdir(tmp_path)
+    from hakmem import pyworkloads
+    res = pyworkloads._child(False, ["string_ops"], 1, 1)
+    assert set(res) == {"string_ops"} and res["string_ops"]["best"] > 0

@@ -229,6 +229,11 @@ def dl_allocator(str path, str name, str malloc_sym="malloc", str free_sym="free
 
 
 # ---- the loops (nogil; identical for every allocator) ------------------------
+# The ring is written out three times on purpose: through the vtable, and with
+# hak_malloc/hak_free and libc malloc/free called by name. Folding them into one
+# inline body specialised by a constant was tried: GCC unswitched the shared body
+# instead of cloning it, and the by-name hakmem loop measured 0.85 of the in-module
+# loop instead of 0.93-0.99, i.e. the fold changed the figure the loop exists to measure.
 cdef int _ring(bench_vt_t* vt, size_t size, uint32_t ws, uint64_t nops) noexcept nogil:
     """fixedS_wsW: op i frees slot i mod ws (when full) and allocates into it."""
     cdef void* slots[BENCH_MAX_WS]

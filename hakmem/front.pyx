@@ -8,9 +8,8 @@ Free:   registry says tiny? -> owner is this thread? -> magazine push if room (t
 The fast paths do plain loads and stores only: no locks, no atomics, no syscalls.
 """
 from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint8_t
-from libc.stdlib cimport calloc as sys_calloc, free as sys_free, abort
+from libc.stdlib cimport calloc as sys_calloc, free as sys_free
 from libc.string cimport memset, memcpy
-from libc.stdio cimport fprintf, stderr
 
 from hakmem.classes cimport (HAK_NCLASSES, HAK_TINY_MAX, HAK_DEBUG, HAK_CANARY,
                              hak_size_class, hak_block_size, hak_stride,
@@ -19,9 +18,9 @@ from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_in, 
                           hak_is_tiny, hak_slab_of,
                           hak_slab_list_push, hak_slab_list_remove, hak_registry,
                           hak_slab_acquire, hak_slab_release, hak_slab_abandon,
-                          hak_slab_drain_remote, hak_slab_take, hak_slab_has_free,
+                          hak_slab_drain_remote, hak_slab_take,
                           hak_slab_trim, hak_slab_fork_prepare, hak_slab_fork_parent,
-                          hak_slab_fork_child, HAK_FREE_TAG, HAK_SLAB_SHIFT,
+                          hak_slab_fork_child, HAK_FREE_TAG,
                           HAK_SLAB_POOLED, HAK_SLAB_ACTIVE, HAK_SLAB_FULL, HAK_REGION_SIZE)
 from hakmem.remote cimport (hak_remote_push, hak_atomic_add_u64, hak_atomic_load_u64,
                             hak_atomic_load_ptr)
@@ -35,7 +34,6 @@ cdef extern from *:
     static __thread void* hak_tls_tc __attribute__((tls_model("initial-exec")));
     #define hak_tls_get() (hak_tls_tc)
     #define hak_tls_set(p) (hak_tls_tc = (p))
-    #define HAK_NOINLINE __attribute__((noinline))
 
     /* Debug builds: poison freed blocks, check canaries and poison, abort loudly. */
     #include <stdio.h>

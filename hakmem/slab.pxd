@@ -155,7 +155,6 @@ cdef void hak_slab_release(hak_slab_t* s) noexcept nogil
 cdef void hak_slab_abandon(hak_slab_t* s) noexcept nogil
 cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil
 cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept nogil
-cdef bint hak_slab_has_free(hak_slab_t* s) noexcept nogil
 cdef size_t hak_slab_trim() noexcept nogil
 cdef void hak_slab_get_stats(hak_slab_stats_t* out) noexcept nogil
 cdef void hak_slab_fork_prepare() noexcept nogil

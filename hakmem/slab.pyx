@@ -1,6 +1,6 @@
 """hakmem.slab — regions, slabs, the global pool and the pointer registry.
 
-Everything here except hak_slab_take/has_free/drain_remote runs under one global
+Everything here except hak_slab_take/drain_remote runs under one global
 mutex; those three are called by a slab's owner only (or under the mutex for
 unowned slabs) and touch nothing shared but the atomic remote list.
 """
@@ -209,11 +209,6 @@ cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil:
         p = nxt
     s.used -= n
     return n
-
-
-cdef bint hak_slab_has_free(hak_slab_t* s) noexcept nogil:
-    return (s.local_free != NULL or s.bump < s.end
-            or hak_atomic_load_ptr(&s.remote_free) != NULL)
 
 
 cdef void _debug_check_link(hak_slab_t* s, void* p) noexcept nogil:

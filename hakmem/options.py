@@ -79,7 +79,7 @@ SWITCHES = (
            "TinyHeapV2 L0 magazine in front of the TLS free list (on/off)."),
     Switch("HAKMEM_TINY_MAG_CAP", "mag_cap", 16, _int_parser(1, 64),
            "Slots per magazine (per thread, per covered class)."),
-    Switch("HAKMEM_TINY_MAG_CLASSES", "mag_classes", 4, _int_parser(0, 8),
+    Switch("HAKMEM_TINY_MAG_CLASSES", "mag_classes", 4, _int_parser(0, 20),
            "How many classes, from C0 up, the magazine covers (4 = C0..C3 = 16..64 bytes)."),
     Switch("HAKMEM_TINY_REFILL_BATCH", "refill_batch", 64, _int_parser(1, 1024),
            "Most blocks moved from a slab to a thread's free list in one refill."),

@@ -109,7 +109,8 @@ CASES = {
         T.raw_malloc(16)
         """, "write after free (free tag overwritten)", 0, 16),
     "write_after_free_link": ("""
-        a = T.raw_malloc(300); show(a)     # class 12: free list, no magazine
+        hakmem.configure(mag_classes=4)    # class 12 outside the magazine: free list
+        a = T.raw_malloc(300); show(a)
         T.raw_free(a)
         ctypes.memset(a, 0x41, 8)
         T.raw_malloc(300); T.raw_malloc(300)

@@ -25,9 +25,9 @@
 #                  class lookup is one load.
 # Invariant: every block in mag[] / sll belongs to a slab this cache owns, and carries
 # the free tag (HAK_FREE_TAG_OF) in its word 1.
-from libc.stdint cimport uint64_t, uint32_t, uintptr_t
-from hakmem.classes cimport HAK_NCLASSES, HAK_NSIZES
-from hakmem.slab cimport hak_slab_t
+from libc.stdint cimport uint64_t, uint32_t, uintptr_t, uint8_t
+from hakmem.classes cimport HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, hak_likely
+from hakmem.slab cimport hak_slab_t, hak_is_tiny, hak_slab_of, HAK_FREE_TAG_OF
 
 cdef extern from *:
     """
@@ -79,8 +79,19 @@ cdef extern from *:
     HAK_STATIC_ASSERT(offsetof(hak_tclass_t, mag) == 64, "hot fields fill exactly one cache line");
     HAK_STATIC_ASSERT(sizeof(hak_tclass_t) % 64 == 0, "class states stay cache-line aligned");
 
+    /* What the inline API (hak_heap_malloc / hak_heap_free) reads: a prefix of the
+       thread cache, or in debug builds a decoy whose lists are always empty and whose
+       id matches no slab, so every inline call falls through to the checked path. */
+    typedef struct hak_heap_s {
+        hak_tclass_t* direct[HAK_NSIZES];   /* (size + 15) >> 4 -> its class state */
+        const uint8_t* reg;                 /* the registry (hakmem.slab) */
+        uintptr_t tid;                      /* owner's thread id; HAK_TID_DECOY in a decoy */
+    } hak_heap_t;
+    #define HAK_TID_DECOY ((uintptr_t)1)    /* thread pointers are aligned: never 1 */
+
     typedef struct hak_tcache_s {
-        hak_tclass_t* direct[HAK_NSIZES];   /* (size + 15) >> 4 -> &k[class] */
+        hak_heap_t heap;                    /* direct[] first: the alloc path's one load */
+        hak_heap_t decoy;                   /* what hak_heap() returns in debug builds */
         hak_tclass_t k[HAK_NCLASSES] __attribute__((aligned(64)));
         hak_class_stats_t cold[HAK_NCLASSES];   /* counters kept off the fast path */
         uint64_t pops_mark[HAK_NCLASSES];   /* sll_pops when coverage last changed */
@@ -96,6 +107,7 @@ cdef extern from *:
         struct hak_tcache_s* gprev;
     } hak_tcache_t;
     HAK_STATIC_ASSERT(offsetof(hak_tcache_t, k) % 64 == 0, "class states start on a cache line");
+    HAK_STATIC_ASSERT(offsetof(hak_tcache_t, heap) == 0, "a cache is its own heap");
 
     /* The calling thread's id: its thread pointer (one %fs load on x86-64). Unique
        among live threads; a dead thread's id may come back, which is why a cache's
@@ -143,8 +155,15 @@ cdef extern from *:
         uint64_t sll_pushes
         void* mag[HAK_MAG_MAX_CAP]
 
-    ctypedef struct hak_tcache_t:
+    ctypedef struct hak_heap_t:
         hak_tclass_t* direct[HAK_NSIZES]
+        const uint8_t* reg
+        uintptr_t tid
+    const uintptr_t HAK_TID_DECOY
+
+    ctypedef struct hak_tcache_t:
+        hak_heap_t heap
+        hak_heap_t decoy
         hak_tclass_t k[HAK_NCLASSES]
         hak_class_stats_t cold[HAK_NCLASSES]
         uint64_t pops_mark[HAK_NCLASSES]
@@ -159,6 +178,8 @@ cdef extern from *:
         hak_tcache_t* gprev
 
     uintptr_t hak_thread_id() nogil
+
+from libc.string cimport memset
 
 # Error codes of hak_free_checked (0 = freed).
 cdef enum:
@@ -177,6 +198,76 @@ cdef int hak_free_checked(void* p) noexcept nogil            # HAK_OK or a HAK_E
 cdef int hak_check_live(void* p) noexcept nogil              # HAK_OK if p is a live block
 cdef void hak_thread_flush() noexcept nogil                  # return this thread's cached blocks
 cdef size_t hak_trim() noexcept nogil                        # flush + give pages to the OS
+
+# ---- inline allocation for cimporting code ---------------------------------
+# A heap is the calling thread's cache, fetched once (hak_heap) and then used by the
+# inline functions below, which compile into the caller: the common case (a magazine
+# or free-list pop, a magazine push) costs no call at all; anything else calls the
+# out-of-line functions. Contract (docs/cimport.md): a heap is used only on the
+# thread that obtained it, until that thread exits; any block may be freed through
+# any heap, hak_free or another thread. Debug builds of hakmem hand out a decoy that
+# sends every call through hak_heap_malloc_slow / hak_heap_free_slow, which abort
+# when the heap belongs to another thread.
+cdef hak_heap_t* hak_heap() noexcept nogil                   # NULL only when out of memory
+cdef void* hak_heap_malloc_slow(hak_heap_t* h, size_t size) noexcept nogil
+cdef void hak_heap_free_slow(hak_heap_t* h, void* p) noexcept nogil
+
+
+cdef inline void* hak_heap_malloc(hak_heap_t* h, size_t size) noexcept nogil:
+    """hak_malloc(size) with the fast path compiled into the caller."""
+    cdef hak_tclass_t* k
+    cdef uint32_t t
+    cdef void* p
+    if hak_likely(size <= <size_t>HAK_TINY_MAX):
+        k = h.direct[(size + 15) >> 4]
+        t = k.mag_top
+        if hak_likely(t != 0):
+            t -= 1
+            k.mag_top = t
+            p = k.mag[t]
+            k.mag_hits += 1
+            (<uint64_t*>p)[1] = 0
+            return p
+        p = k.sll
+        if p != NULL:
+            k.sll = (<void**>p)[0]
+            k.sll_n -= 1
+            k.sll_pops += 1
+            (<uint64_t*>p)[1] = 0
+            return p
+    return hak_heap_malloc_slow(h, size)
+
+
+cdef inline void* hak_heap_calloc(hak_heap_t* h, size_t n, size_t size) noexcept nogil:
+    """hak_calloc(n, size) through the heap: zeroed; NULL on overflow or out of memory."""
+    cdef void* p
+    cdef size_t total
+    if size != 0 and n > (<size_t>-1) // size:
+        return NULL
+    total = n * size
+    p = hak_heap_malloc(h, total)
+    if p != NULL:
+        memset(p, 0, total)
+    return p
+
+
+cdef inline void hak_heap_free(hak_heap_t* h, void* p) noexcept nogil:
+    """hak_free(p) with the fast path (a push into h's magazine) compiled into the caller."""
+    cdef uintptr_t a = <uintptr_t>p
+    cdef hak_tclass_t* k
+    cdef uint32_t t
+    if hak_likely(hak_is_tiny(h.reg, a)):
+        k = <hak_tclass_t*>hak_slab_of(a).owner
+        if hak_likely(k.tid == h.tid):     # h's own block (only its id word is read before)
+            t = k.mag_top
+            if hak_likely(t < k.mag_lim):
+                (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)
+                k.mag[t] = p
+                k.mag_top = t + 1
+                k.mag_pushes += 1
+                return
+    hak_heap_free_slow(h, p)
+
 
 # ---- for hakmem's own layers (stats, pool, bench) --------------------------
 cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil   # HAK_NCLASSES rows

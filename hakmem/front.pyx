@@ -170,6 +170,19 @@ cdef void _debug_check_alloc(void* p, uint32_t c, bint linked) noexcept nogil:
 
 
 # ---- thread caches -----------------------------------------------------------
+cdef hak_tclass_t g_decoy_k      # a decoy heap's every class: always empty, no owner
+
+
+cdef void _heap_init(hak_heap_t* h, hak_tcache_t* tc, uintptr_t tid) noexcept nogil:
+    """Point a heap's size table at tc's class states (at the empty decoy class if
+    tc is NULL)."""
+    cdef uint32_t i
+    for i in range(HAK_NSIZES):
+        h.direct[i] = &tc.k[hak_size_class(i * 16)] if tc != NULL else &g_decoy_k
+    h.reg = g_reg
+    h.tid = tid
+
+
 cdef inline uint32_t _class_of(hak_tcache_t* tc, hak_tclass_t* k) noexcept nogil:
     return <uint32_t>(k - &tc.k[0])
 
@@ -181,8 +194,6 @@ cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
     tc.mag_classes = g_mag_classes
     tc.mag_cap = g_mag_cap
     tc.epoch = g_epoch
-    for c in range(HAK_NSIZES):
-        tc.direct[c] = &tc.k[hak_size_class(c * 16)]
     for c in range(HAK_NCLASSES):
         k = &tc.k[c]
         # magazine misses are the SLL pops of covered periods: fold the one ending now
@@ -217,6 +228,8 @@ cdef hak_tcache_t* _tc_create() noexcept nogil:
     memset(tc, 0, sizeof(hak_tcache_t))
     for c in range(HAK_NCLASSES):
         tc.k[c].tid = tid
+    _heap_init(&tc.heap, tc, tid)
+    _heap_init(&tc.decoy, NULL, HAK_TID_DECOY)
     _tc_apply(tc)
     pthread_mutex_lock(&g_tc_lock)
     tc.gnext = g_caches
@@ -485,7 +498,7 @@ cdef void* hak_malloc(size_t size) noexcept nogil:
     cdef uint32_t t
     cdef void* p
     if hak_likely(size <= <size_t>HAK_TINY_MAX):
-        k = tc.direct[(size + 15) >> 4]
+        k = tc.heap.direct[(size + 15) >> 4]
         t = k.mag_top              # 0 for classes the magazine does not cover
         if hak_likely(t != 0):
             t -= 1
@@ -506,6 +519,41 @@ cdef void* hak_malloc(size_t size) noexcept nogil:
             (<uint64_t*>p)[1] = 0
             return p
     return g_malloc_slow(size)
+
+
+# ---- the inline API's out-of-line half -----------------------------------------
+cdef hak_heap_t* hak_heap() noexcept nogil:
+    """The calling thread's heap (its cache; a checking decoy in debug builds)."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    if tc == hak_empty_cache():
+        tc = _tc_create()
+        if tc == NULL:
+            return NULL
+    elif tc.epoch != g_epoch:
+        _mag_drain(tc)
+        _tc_apply(tc)
+    return &tc.decoy if HAK_DEBUG else &tc.heap
+
+
+cdef void _heap_check(hak_heap_t* h) noexcept nogil:
+    """Debug builds: h must be the calling thread's heap."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    if h != &tc.decoy and h != &tc.heap:
+        hak_die("heap used from another thread (or after its thread exited)", h, 99)
+
+
+cdef void* hak_heap_malloc_slow(hak_heap_t* h, size_t size) noexcept nogil:
+    """hak_heap_malloc's fallback: everything but a magazine or free-list pop."""
+    if HAK_DEBUG:
+        _heap_check(h)
+    return hak_malloc(size)
+
+
+cdef void hak_heap_free_slow(hak_heap_t* h, void* p) noexcept nogil:
+    """hak_heap_free's fallback: everything but a push into h's own magazine."""
+    if HAK_DEBUG:
+        _heap_check(h)
+    hak_free(p)
 
 
 cdef void _free_remote(hak_slab_t* s, void* p) noexcept nogil:
@@ -730,8 +778,8 @@ cdef void _empty_cache_init() noexcept nogil:
     cdef uint32_t c
     for c in range(HAK_NCLASSES):
         e.k[c].tid = HAK_TID_NONE
-    for c in range(HAK_NSIZES):
-        e.direct[c] = &e.k[hak_size_class(c * 16)]
+    _heap_init(&e.heap, e, HAK_TID_NONE)
+    g_decoy_k.tid = HAK_TID_DECOY
 
 
 _empty_cache_init()

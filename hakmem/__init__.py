@@ -16,6 +16,7 @@ _CONFIG = _config.read()   # bad env values raise ConfigError here, at import
 
 from hakmem import classes as _classes  # noqa: E402  (self-checks the size table)
 from hakmem import front as _front      # noqa: E402
+from hakmem import slab as _slab        # noqa: E402
 from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
@@ -37,13 +38,14 @@ __all__ = [
 def _apply(cfg):
     _front._configure(cfg["mag_classes"] if cfg["heap_v2"] else 0, cfg["mag_cap"],
                       cfg["refill_batch"], cfg["sll_cap"])
+    _slab.set_purge(cfg["purge_keep"])
 
 
 _apply(_CONFIG)
 
 
 # Settings configure() may change; the rest act at import only.
-_RUNTIME_KEYS = ("heap_v2", "mag_cap", "mag_classes", "refill_batch", "sll_cap")
+_RUNTIME_KEYS = ("heap_v2", "mag_cap", "mag_classes", "refill_batch", "sll_cap", "purge_keep")
 
 
 def config():

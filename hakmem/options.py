@@ -89,6 +89,8 @@ SWITCHES = (
            "Most blocks moved from a slab to a thread's free list in one refill."),
     Switch("HAKMEM_TINY_SLL_CAP", "sll_cap", 512, _int_parser(16, 1 << 20),
            "Most blocks a thread keeps per class before it returns half to their slabs."),
+    Switch("HAKMEM_PURGE_KEEP", "purge_keep", 64, _int_parser(0, 1 << 20),
+           "Empty 64 KiB slabs kept resident; past twice this many, the coldest go back to the OS and empty regions are unmapped (0 = only trim() does)."),
     Switch("HAKMEM_STATS", "stats_at_exit", False, _parse_bool,
            "Print the stats table to stderr at interpreter exit."),
     Switch("HAKMEM_INSTALL", "install_at_import", (), _parse_domains,

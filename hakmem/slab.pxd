@@ -71,6 +71,7 @@ cdef extern from *:
         uint32_t capacity;
         /* line 1: written by other threads (remote frees) */
         void* remote_free __attribute__((aligned(64)));  /* atomic Treiber stack */
+        uint8_t dirty;              /* pooled with pages still resident (purge candidate) */
     } hak_slab_t;
     HAK_STATIC_ASSERT(sizeof(hak_slab_t) <= HAK_SLAB_HDR, "slab header must fit before the first block");
     HAK_STATIC_ASSERT(offsetof(hak_slab_t, remote_free) == 64, "remote frees get their own cache line");
@@ -115,6 +116,7 @@ cdef extern from *:
         uint8_t committed
         uint32_t capacity
         void* remote_free
+        uint8_t dirty
 
     ctypedef struct hak_region_t:
         uint64_t magic
@@ -133,6 +135,8 @@ cdef struct hak_slab_stats_t:
     uint64_t slabs_decommitted
     uint64_t bytes_trimmed      # total given back to the OS by trim()
     uint64_t mmap_failures
+    uint64_t purges             # times the pool gave its coldest empty slabs back by itself
+    uint64_t bytes_purged       # bytes those purges gave back (decommitted or unmapped)
 
 
 cdef inline hak_region_t* hak_region_of(const uint8_t* reg, uintptr_t a) noexcept nogil:
@@ -226,3 +230,4 @@ cdef void hak_slab_fork_prepare() noexcept nogil
 cdef void hak_slab_fork_parent() noexcept nogil
 cdef void hak_slab_fork_child() noexcept nogil
 cdef void hak_slab_set_map_limit(uint64_t limit) noexcept nogil
+cdef void hak_slab_set_purge(uint32_t keep) noexcept nogil

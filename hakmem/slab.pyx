@@ -76,6 +76,11 @@ cdef uint64_t g_map_limit = 0         # 0 = unlimited; a test hook for OOM handl
 cdef uintptr_t g_no_owner = HAK_TID_NONE
 # trim() gives back a pooled slab's pages after the first (which holds its header).
 cdef size_t g_page = <size_t>sysconf(_SC_PAGESIZE)
+# Purge policy (HAKMEM_PURGE_KEEP): the pool keeps at most 2 * g_purge_keep empty slabs
+# with resident pages; past that, all but the g_purge_keep most recently emptied are
+# given back to the OS, and wholly empty regions are unmapped. 0 = only trim() does it.
+cdef uint32_t g_purge_keep = 64
+cdef uint32_t g_dirty = 0             # pooled slabs with resident pages
 memset(g_abandoned, 0, sizeof(g_abandoned))
 memset(&g_st, 0, sizeof(g_st))
 
@@ -162,6 +167,7 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
 
     Returns NULL when no memory can be mapped.
     """
+    global g_dirty
     cdef hak_slab_t* s
     cdef hak_region_t* r
     pthread_mutex_lock(&g_lock)
@@ -180,6 +186,9 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
         g_st.slabs_pooled -= 1
         if not s.committed:
             g_st.slabs_decommitted -= 1
+        if s.dirty:
+            s.dirty = 0
+            g_dirty -= 1
         _slab_format(s, cls)
     s.state = HAK_SLAB_ACTIVE
     s.owner = owner
@@ -190,6 +199,7 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
 
 cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
     """Give an empty slab (used == 0, unlinked by its owner) back to the pool."""
+    global g_dirty
     cdef hak_region_t* r = hak_region_of_slab(s)
     pthread_mutex_lock(&g_lock)
     s.owner = &g_no_owner
@@ -198,6 +208,11 @@ cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
     r.npooled += 1
     g_st.slabs_active -= 1
     g_st.slabs_pooled += 1
+    s.dirty = 1
+    g_dirty += 1
+    if g_purge_keep and g_dirty > 2 * g_purge_keep:
+        g_st.purges += 1
+        g_st.bytes_purged += _purge(g_purge_keep)
     pthread_mutex_unlock(&g_lock)
 
 
@@ -307,6 +322,78 @@ cdef void hak_slab_check(hak_slab_t* s) noexcept nogil:
         hak_slab_die_count(s, s.cls, s.used, s.nfree, s.capacity)
 
 
+cdef size_t _decommit(hak_slab_t* s) noexcept nogil:
+    """Give a pooled slab's pages back to the OS (lock held); returns bytes."""
+    global g_dirty
+    cdef size_t n = 0
+    if s.committed and g_page < HAK_SLAB_SIZE:
+        # the first page holds the header (and the pool links): keep it
+        madvise(<char*>s + g_page, HAK_SLAB_SIZE - g_page, MADV_DONTNEED)
+        s.committed = 0
+        g_st.slabs_decommitted += 1
+        n = HAK_SLAB_SIZE - g_page
+    if s.dirty:
+        s.dirty = 0
+        g_dirty -= 1
+    return n
+
+
+cdef size_t _unmap_empty_regions() noexcept nogil:
+    """Unmap every region whose slabs are all pooled (lock held); returns bytes."""
+    global g_dirty
+    global g_regions
+    cdef hak_region_t* r = g_regions
+    cdef hak_region_t* rn
+    cdef hak_slab_t* s
+    cdef size_t freed = 0
+    cdef int i
+    while r != NULL:
+        rn = r.next
+        if r.npooled == HAK_SLABS_PER_REGION - 1:
+            for i in range(1, HAK_SLABS_PER_REGION):
+                s = hak_region_slab(r, i)
+                hak_slab_list_remove(&g_pool, s)
+                if not s.committed:
+                    g_st.slabs_decommitted -= 1
+                if s.dirty:
+                    g_dirty -= 1
+            g_st.slabs_pooled -= HAK_SLABS_PER_REGION - 1
+            if r.prev != NULL:
+                r.prev.next = r.next
+            else:
+                g_regions = r.next
+            if r.next != NULL:
+                r.next.prev = r.prev
+            _registry_set(<uintptr_t>r, 0)
+            munmap(<void*>r, HAK_REGION_SIZE)
+            g_st.bytes_mapped -= HAK_REGION_SIZE
+            g_st.regions -= 1
+            freed += HAK_REGION_SIZE
+        r = rn
+    return freed
+
+
+cdef size_t _purge(uint32_t keep) noexcept nogil:
+    """Decommit the pooled slabs past the `keep` most recently emptied ones, then
+    unmap regions left wholly empty (lock held); returns bytes given back.
+
+    The pool is LIFO, so the slabs kept are the ones a refill would take next."""
+    cdef hak_slab_t* s = g_pool
+    cdef uint32_t seen = 0
+    cdef size_t freed = 0
+    while s != NULL:
+        # keep == 0 (trim): every committed slab; else only those emptied since
+        # (fresh slabs of a new region were never touched: nothing to give back)
+        if s.dirty or (keep == 0 and s.committed):
+            seen += 1
+            if seen > keep:
+                freed += _decommit(s)
+        s = s.next
+    if keep:   # trim() unmaps first, then decommits what is left
+        freed += _unmap_empty_regions()
+    return freed
+
+
 cdef size_t hak_slab_trim() noexcept nogil:
     """Return pooled slabs' pages to the OS and unmap wholly empty regions."""
     global g_regions
@@ -332,36 +419,8 @@ cdef size_t hak_slab_trim() noexcept nogil:
                 g_st.slabs_abandoned -= 1
                 g_st.slabs_pooled += 1
             s = nxt
-    r = g_regions
-    while r != NULL:
-        rn = r.next
-        if r.npooled == HAK_SLABS_PER_REGION - 1:
-            for i in range(1, HAK_SLABS_PER_REGION):
-                hak_slab_list_remove(&g_pool, hak_region_slab(r, i))
-                if not hak_region_slab(r, i).committed:
-                    g_st.slabs_decommitted -= 1
-            g_st.slabs_pooled -= HAK_SLABS_PER_REGION - 1
-            if r.prev != NULL:
-                r.prev.next = r.next
-            else:
-                g_regions = r.next
-            if r.next != NULL:
-                r.next.prev = r.prev
-            _registry_set(<uintptr_t>r, 0)
-            munmap(<void*>r, HAK_REGION_SIZE)
-            g_st.bytes_mapped -= HAK_REGION_SIZE
-            g_st.regions -= 1
-            freed += HAK_REGION_SIZE
-        r = rn
-    s = g_pool
-    while s != NULL:
-        if s.committed and g_page < HAK_SLAB_SIZE:
-            # the first page holds the header (and the pool links): keep it
-            madvise(<char*>s + g_page, HAK_SLAB_SIZE - g_page, MADV_DONTNEED)
-            s.committed = 0
-            g_st.slabs_decommitted += 1
-            freed += HAK_SLAB_SIZE - g_page
-        s = s.next
+    freed += _unmap_empty_regions()
+    freed += _purge(0)
     g_st.bytes_trimmed += freed
     pthread_mutex_unlock(&g_lock)
     return freed
@@ -370,6 +429,14 @@ cdef size_t hak_slab_trim() noexcept nogil:
 cdef void hak_slab_get_stats(hak_slab_stats_t* out) noexcept nogil:
     pthread_mutex_lock(&g_lock)
     out[0] = g_st
+    pthread_mutex_unlock(&g_lock)
+
+
+cdef void hak_slab_set_purge(uint32_t keep) noexcept nogil:
+    """HAKMEM_PURGE_KEEP: empty slabs the pool keeps resident (0 = purge only on trim)."""
+    global g_purge_keep
+    pthread_mutex_lock(&g_lock)
+    g_purge_keep = keep
     pthread_mutex_unlock(&g_lock)
 
 
@@ -396,6 +463,12 @@ def info():
     cdef hak_slab_stats_t st
     hak_slab_get_stats(&st)
     return st
+
+
+def set_purge(uint32_t keep):
+    """Empty slabs the pool keeps resident before it gives the coldest back to the OS
+    (0 = only trim() gives memory back); ``hakmem.configure(purge_keep=...)``."""
+    hak_slab_set_purge(keep)
 
 
 def _set_map_limit(uint64_t limit):

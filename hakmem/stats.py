@@ -51,6 +51,7 @@ def stats() -> Dict[str, Any]:
         slabs_active=sl["slabs_active"], slabs_pooled=sl["slabs_pooled"],
         slabs_abandoned=sl["slabs_abandoned"], slabs_decommitted=sl["slabs_decommitted"],
         bytes_trimmed=sl["bytes_trimmed"], mmap_failures=sl["mmap_failures"],
+        purges=sl["purges"], bytes_purged=sl["bytes_purged"],
         large_allocs=lg["allocs"], large_frees=lg["frees"],
         large_live_blocks=lg["blocks_live"], large_live_bytes=lg["bytes_live"],
     )

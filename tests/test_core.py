@@ -331,3 +331,44 @@ def test_stats_counters_come_from_one_list():
     table = hakmem.stats_table()
     for n in names:
         assert n in table
+
+
+def test_empty_slabs_go_back_without_trim():
+    """The purge policy: past 2 * purge_keep empty resident slabs, the pool gives the
+    coldest back to the OS and unmaps empty regions, with no trim() call."""
+    cfg = hakmem.config()
+    try:
+        hakmem.configure(purge_keep=2)
+        s0 = hakmem.stats()
+        blocks = [hakmem.malloc(512) for _ in range(40_000)]    # ~20 MiB, ~320 slabs
+        mapped_full = hakmem.stats()["bytes_mapped"]
+        for a in blocks:
+            hakmem.free(a)
+        hakmem.thread_flush()
+        s1 = hakmem.stats()
+        assert s1["purges"] > s0["purges"]
+        assert s1["bytes_purged"] > s0["bytes_purged"]
+        assert s1["bytes_mapped"] < mapped_full            # empty regions were unmapped
+        assert s1["bytes_trimmed"] == s0["bytes_trimmed"]  # trim() was never called
+        assert s1["allocs"] - s0["allocs"] == s1["frees"] - s0["frees"] == 40_000
+        # and the memory is usable again afterwards
+        again = [hakmem.malloc(512) for _ in range(1000)]
+        for a in again:
+            hakmem.free(a)
+    finally:
+        hakmem.configure(purge_keep=cfg["purge_keep"])
+
+
+def test_purge_off_keeps_empty_slabs_until_trim():
+    cfg = hakmem.config()
+    try:
+        hakmem.configure(purge_keep=0)
+        s0 = hakmem.stats()
+        blocks = [hakmem.malloc(512) for _ in range(20_000)]
+        for a in blocks:
+            hakmem.free(a)
+        hakmem.thread_flush()
+        assert hakmem.stats()["purges"] == s0["purges"]
+        assert hakmem.trim() > 0
+    finally:
+        hakmem.configure(purge_keep=cfg["purge_keep"])

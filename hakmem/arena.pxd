@@ -25,7 +25,8 @@
 #   every header on the list carries this pool's tag; a freed block's header is zeroed
 #   before the block goes back to hakmem.
 # An address is accepted by free/realloc only if hakmem says the block it implies is live
-# (hak_check_live) before any byte of it is read, and that block's header has this pool's tag.
+# (hak_check_live) before any byte of it is read, its header has this pool's tag, and its
+# neighbours on the list point back at it (so a copy of a header is not taken for it).
 #
 # Threads: see Pool's docstring and docs/arena.md. In short: the methods that hold the GIL
 # are safe against each other; the *_nogil methods need one thread at a time per pool

@@ -20,7 +20,7 @@ import os
 
 from cpython.object cimport PyTypeObject
 from cpython.ref cimport PyObject
-from libc.stdint cimport uint64_t, uintptr_t, uint32_t
+from libc.stdint cimport uint64_t, uintptr_t, uint32_t, uint8_t
 from libc.string cimport memset, memcpy
 from libc.stdio cimport fprintf, fflush, stderr
 from libc.stdlib cimport abort
@@ -29,6 +29,7 @@ from hakmem.classes cimport (HAK_TINY_MAX, HAK_DEBUG, hak_size_class, hak_block_
                              hak_likely, hak_unlikely)
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_free, hak_usable_size,
                            hak_check_live, HAK_OK, HAK_EDOUBLE)
+from hakmem.slab cimport hak_registry, hak_is_tiny
 from hakmem.remote cimport pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock
 
 cdef extern from "Python.h":
@@ -65,6 +66,8 @@ class NotInPoolError(KeyError, ValueError):
     def __str__(self):
         return str(self.args[0]) if self.args else ""
 
+
+cdef const uint8_t* g_reg = hak_registry()   # its address never changes
 
 # ---- pool tags ---------------------------------------------------------------------
 cdef uint32_t g_serial = 0                    # pools made so far (GIL held)
@@ -155,24 +158,29 @@ cdef uint64_t* _find(Pool p, void* addr, size_t* req) noexcept nogil:
         req[0] = _large_size(h)
         if req[0] > usable - 2 * _HDR:
             return NULL
-    if HAK_DEBUG:
-        _debug_check_links(p, h)
-    return h
+    return h if _linked(p, h) else NULL
 
 
-cdef void _debug_check_links(Pool p, uint64_t* h) noexcept nogil:
-    """Debug builds: h's neighbours must point back at it (a buffer underflow breaks this)."""
+cdef inline bint _readable(uint64_t a) noexcept nogil:
+    """True if the 16 bytes at header address a may be read: a tiny region of hakmem,
+    or the header of a live large-form block."""
+    if hak_is_tiny(g_reg, a):
+        return True
+    return hak_check_live(<void*><uintptr_t>(a - _HDR)) == HAK_OK
+
+
+cdef inline bint _linked(Pool p, uint64_t* h) noexcept nogil:
+    """h's neighbours point back at it: h is on p's list, not a copy of a header of it."""
     cdef uint64_t nxt = h[0] & ARENA_ADDR
     cdef uint64_t prv = h[1] & ARENA_ADDR
-    cdef bint ok = True
     if prv == 0:
-        ok = p.head == <void*>h
-    elif ((<uint64_t*><uintptr_t>prv)[0] & ARENA_ADDR) != <uint64_t><uintptr_t>h:
-        ok = False
-    if nxt != 0 and ((<uint64_t*><uintptr_t>nxt)[1] & ARENA_ADDR) != <uint64_t><uintptr_t>h:
-        ok = False
-    if not ok:
-        _die("pool list broken (a write below a block's start?)", h)
+        if p.head != <void*>h:
+            return False
+    elif (not _readable(prv)
+            or ((<uint64_t*><uintptr_t>prv)[0] & ARENA_ADDR) != <uint64_t><uintptr_t>h):
+        return False
+    return nxt == 0 or (_readable(nxt) and
+                        ((<uint64_t*><uintptr_t>nxt)[1] & ARENA_ADDR) == <uint64_t><uintptr_t>h)
 
 
 cdef void _die(const char* what, void* h) noexcept nogil:

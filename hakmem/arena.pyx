@@ -29,7 +29,7 @@ from hakmem.classes cimport (HAK_TINY_MAX, HAK_DEBUG, hak_size_class, hak_block_
                              hak_likely, hak_unlikely)
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_free, hak_usable_size,
                            hak_check_live, HAK_OK, HAK_EDOUBLE)
-from hakmem.slab cimport hak_registry, hak_is_tiny
+from hakmem.slab cimport hak_registry, hak_is_tiny, hak_slab_of
 from hakmem.remote cimport pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock
 
 cdef extern from "Python.h":
@@ -139,16 +139,17 @@ cdef uint64_t* _find(Pool p, void* addr, size_t* req) noexcept nogil:
     if (u & 15) != 0 or u < 2 * _HDR:
         return NULL
     h = <uint64_t*>(u - _HDR)
-    if hak_check_live(h) == HAK_OK:
-        usable = hak_usable_size(h)
-        if usable > <size_t>HAK_TINY_MAX or not _tagged(p, h):
+    if hak_likely(hak_is_tiny(g_reg, <uintptr_t>h)):
+        if hak_check_live(h) != HAK_OK or not _tagged(p, h):
             return NULL
+        usable = hak_block_size(hak_slab_of(<uintptr_t>h).cls)
         slack = (h[0] & ARENA_SLACK) >> 48
         if slack > usable - _HDR:       # also rejects the large form's 0xFF
             return NULL
         req[0] = usable - _HDR - slack
     else:
-        if hak_check_live(<char*>h - _HDR) != HAK_OK:
+        if (hak_is_tiny(g_reg, <uintptr_t>h - _HDR)
+                or hak_check_live(<char*>h - _HDR) != HAK_OK):
             return NULL
         usable = hak_usable_size(<char*>h - _HDR)
         if usable <= <size_t>HAK_TINY_MAX or not _tagged(p, h):
@@ -300,14 +301,24 @@ cdef void* _realloc(Pool p, void* addr, size_t n, int* err) noexcept nogil:
     return NULL
 
 
-cdef str _why(void* addr):
-    """Why addr is not a block of this pool, for error messages."""
+cdef int _not_in_pool(str where, void* addr, str more) except -1:
+    """Raise NotInPoolError for addr, saying why if hakmem can tell."""
     cdef uintptr_t u = <uintptr_t>addr
     if (u & 15) != 0 or u < 2 * _HDR:
-        return "is not an address a Pool hands out"
-    if hak_check_live(<void*>(u - _HDR)) == HAK_EDOUBLE:
-        return "is already freed"
-    return "is not a live block of this pool (freed, or from another pool or allocator)"
+        why = "is not an address a Pool hands out"
+    elif hak_check_live(<void*>(u - _HDR)) == HAK_EDOUBLE:
+        why = "is already freed"
+    else:
+        why = "is not a live block of this pool (freed, or from another pool or allocator)"
+    raise NotInPoolError(f"{where}({u:#x}{more}): the address {why}; nothing changed")
+
+
+cdef int _alloc_error(size_t number, size_t elem_size) except -1:
+    cdef size_t n
+    if arena_mul_overflow(number, elem_size, &n):
+        raise MemoryError(f"Pool.alloc({number}, {elem_size}): "
+                          "number * elem_size overflows size_t")
+    raise MemoryError(f"Pool.alloc({number}, {elem_size}): cannot allocate {n} bytes")
 
 
 cdef inline size_t _size_arg(object v, str where, str what) except? 0:
@@ -383,19 +394,14 @@ cdef class Pool:
     cdef void* alloc(self, size_t number, size_t elem_size) except NULL:
         """number * elem_size zeroed bytes, 16-byte aligned, held until free or dealloc."""
         cdef void* p = _alloc(self, number, elem_size)
-        cdef size_t n
-        if p == NULL:
-            if arena_mul_overflow(number, elem_size, &n):
-                raise MemoryError(f"Pool.alloc({number}, {elem_size}): "
-                                  "number * elem_size overflows size_t")
-            raise MemoryError(f"Pool.alloc({number}, {elem_size}): cannot allocate {n} bytes")
+        if hak_unlikely(p == NULL):
+            _alloc_error(number, elem_size)
         return p
 
     cdef void free(self, void* addr) except *:
         """Free a block this pool handed out; NotInPoolError (nothing changed) otherwise."""
-        if _free(self, addr) != ARENA_OK:
-            raise NotInPoolError(f"Pool.free({<uintptr_t>addr:#x}): the address {_why(addr)}; "
-                                 "nothing changed")
+        if hak_unlikely(_free(self, addr) != ARENA_OK):
+            _not_in_pool("Pool.free", addr, "")
 
     cdef void* realloc(self, void* addr, size_t n) except NULL:
         """Grow a block to n bytes (n must exceed its size; new bytes zeroed); new address."""
@@ -404,8 +410,7 @@ cdef class Pool:
         if q != NULL:
             return q
         if err == ARENA_ENOTOWNED:
-            raise NotInPoolError(f"Pool.realloc({<uintptr_t>addr:#x}, {n}): the address "
-                                 f"{_why(addr)}; nothing changed")
+            _not_in_pool("Pool.realloc", addr, f", {n}")
         if err == _ENOTLARGER:
             raise ValueError(f"Pool.realloc({<uintptr_t>addr:#x}, {n}): the new size must be "
                              "larger than the block's current size (as in cymem)")

@@ -15,14 +15,18 @@
 #           the pool's 32-bit tag fills the other bits (w0: bits 0..3, 56..63; w1: bits
 #           0..3, 48..63). The tag is distinct for every live pool and its w1 part is never
 #           0 nor 0x9e37, so a pointer, a small int or a hakmem free tag never passes.
+#   lists   one list per tiny size class plus one for the large form: a list is then one
+#           ascending run of addresses in a few slabs, and dealloc walks all lists side by
+#           side, so the hardware prefetches each and their cache misses overlap.
 #   form    tiny (header + request <= 1024 B): the block starts at the header; slack =
 #           usable bytes after the header - requested bytes (< 128). Large: a 16-byte prefix
 #           before the header holds the requested size; slack field = 0xFF.
 #
 # Invariants
 #   size  == sum of the requested bytes of the blocks on the list
-#   count == number of blocks on the list; head == NULL iff count == 0
-#   every header on the list carries this pool's tag; a freed block's header is zeroed
+#   count == number of blocks on the lists
+#   a tiny block is on heads[its class], a large-form block on heads[ARENA_LARGE_LIST]
+#   every header on a list carries this pool's tag; a freed block's header is zeroed
 #   before the block goes back to hakmem.
 # An address is accepted by free/realloc only if hakmem says the block it implies is live
 # (hak_check_live) before any byte of it is read, its header has this pool's tag, and its
@@ -32,7 +36,12 @@
 # are safe against each other; the *_nogil methods need one thread at a time per pool
 # unless the pool was made with Pool(shared=True), which makes every method take a mutex.
 from libc.stdint cimport uint64_t
+from hakmem.front cimport HAK_MAX_CLASSES
 from hakmem.remote cimport pthread_mutex_t
+
+cdef enum:
+    ARENA_LARGE_LIST = HAK_MAX_CLASSES      # the list of large-form blocks
+    ARENA_LISTS = HAK_MAX_CLASSES + 1
 
 # Error codes of Pool.free_nogil (0 = freed).
 cdef enum:
@@ -44,7 +53,7 @@ cdef class Pool:
     cdef readonly size_t size       # bytes requested by the blocks the pool holds
     cdef readonly list refs         # objects kept alive by own_pyref()
     cdef size_t count               # blocks held (len(pool))
-    cdef void* head                 # newest block's header
+    cdef void* heads[ARENA_LISTS]   # each list's newest header
     cdef uint64_t tag0              # tag bits of header word 0 (see above)
     cdef uint64_t tag1              # tag bits of header word 1
     cdef readonly bint shared       # every method takes `mutex`

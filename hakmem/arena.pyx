@@ -135,7 +135,7 @@ cdef inline size_t _large_size(uint64_t* h) noexcept nogil:
     return (<uint64_t*>(<char*>h - _HDR))[0]
 
 
-cdef uint64_t* _find(Pool p, void* addr, size_t* req) noexcept nogil:
+cdef inline uint64_t* _find(Pool p, void* addr, size_t* req) noexcept nogil:
     """Header of addr if it is a live block of p (its requested size in req), else NULL.
 
     No byte is read before hakmem confirms the block it implies is live.
@@ -147,7 +147,7 @@ cdef uint64_t* _find(Pool p, void* addr, size_t* req) noexcept nogil:
         return NULL
     h = <uint64_t*>(u - _HDR)
     if hak_likely(hak_is_tiny(g_reg, <uintptr_t>h)):
-        if hak_check_live(h) != HAK_OK or not _tagged(p, h):
+        if not _tagged(p, h):
             return NULL
         usable = hak_block_size(hak_slab_of(<uintptr_t>h).cls)
         slack = (h[0] & ARENA_SLACK) >> 48
@@ -325,6 +325,7 @@ cdef int _not_in_pool(str where, void* addr, str more) except -1:
 
 
 cdef int _alloc_error(size_t number, size_t elem_size) except -1:
+    """Raise MemoryError for a failed alloc, saying whether the size overflowed."""
     cdef size_t n
     if arena_mul_overflow(number, elem_size, &n):
         raise MemoryError(f"Pool.alloc({number}, {elem_size}): "
@@ -348,6 +349,14 @@ cdef inline void* _addr_arg(object v, str where) except? NULL:
     if v < 0 or v > <uintptr_t>-1:
         raise NotInPoolError(f"{where}: {v} is not an address a Pool hands out; nothing changed")
     return <void*><uintptr_t>v
+
+
+# The error paths are called through pointers set at import, so the C compiler does not
+# inline them into alloc/free (whose fast paths then need a smaller stack frame).
+ctypedef int (*alloc_error_fn)(size_t, size_t) except -1
+ctypedef int (*not_in_pool_fn)(str, void*, str) except -1
+cdef alloc_error_fn g_alloc_error = _alloc_error
+cdef not_in_pool_fn g_not_in_pool = _not_in_pool
 
 
 cdef class Pool:
@@ -415,13 +424,13 @@ cdef class Pool:
         """number * elem_size zeroed bytes, 16-byte aligned, held until free or dealloc."""
         cdef void* p = _alloc(self, number, elem_size)
         if hak_unlikely(p == NULL):
-            _alloc_error(number, elem_size)
+            g_alloc_error(number, elem_size)
         return p
 
     cdef void free(self, void* addr) except *:
         """Free a block this pool handed out; NotInPoolError (nothing changed) otherwise."""
         if hak_unlikely(_free(self, addr) != ARENA_OK):
-            _not_in_pool("Pool.free", addr, "")
+            g_not_in_pool("Pool.free", addr, "")
 
     cdef void* realloc(self, void* addr, size_t n) except NULL:
         """Grow a block to n bytes (n must exceed its size; new bytes zeroed); new address."""

@@ -5,9 +5,10 @@ Speeds are CPU time of the running thread (other processes' load does not count)
 median of interleaved rounds.
 
   alloc+free   a ring of 64 blocks; each op frees one slot's block and allocates a new
-               one of 16..256 bytes (sizes from one xorshift sequence). Mops/s = ops/s.
-  fill+drop    make a pool, allocate 10**5 blocks of 16..256 bytes, drop the pool
-               (which frees them all). Reported as blocks per second.
+               one of 16, 64 or 256 bytes, or of 16..256 bytes mixed (sizes from one
+               xorshift sequence). Mops/s = ops/s.
+  fill+drop    make a pool, allocate 10**5 blocks of 32 bytes or of 16..256 bytes mixed,
+               drop the pool (which frees them all). Reported as blocks per second.
   bytes/block  a fresh interpreter fills a pool with 10**6 blocks of 32 bytes and reports
                the growth of its resident set divided by the blocks (what a user pays,
                slab and dict overhead included); for hakmem also the bytes hakmem's own
@@ -60,47 +61,48 @@ cdef inline uint64_t xorshift(uint64_t* s) noexcept nogil:
     s[0] = x
     return x
 
-cdef inline size_t size_of(uint64_t r) noexcept nogil:
-    return 16 + <size_t>(r % 241)          # 16 .. 256 bytes
+cdef inline size_t size_of(uint64_t r, size_t fixed) noexcept nogil:
+    """fixed bytes, or 16 .. 256 bytes from r when fixed is 0."""
+    return fixed if fixed != 0 else 16 + <size_t>(r % 241)
 
-def hak_ring(HPool mem, long nops):
+def hak_ring(HPool mem, long nops, size_t size):
     cdef void* ring[RING]
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i
     cdef int k
     for k in range(RING):
-        ring[k] = mem.alloc(1, size_of(xorshift(&s)))
+        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
     for i in range(nops):
         k = i & (RING - 1)
         mem.free(ring[k])
-        ring[k] = mem.alloc(1, size_of(xorshift(&s)))
+        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
     for k in range(RING):
         mem.free(ring[k])
 
-def hak_ring_nogil(HPool mem, long nops):
+def hak_ring_nogil(HPool mem, long nops, size_t size):
     cdef void* ring[RING]
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i, bad = 0
     cdef int k
     with nogil:
         for k in range(RING):
-            ring[k] = mem.alloc_nogil(1, size_of(xorshift(&s)))
+            ring[k] = mem.alloc_nogil(1, size_of(xorshift(&s), size))
         for i in range(nops):
             k = i & (RING - 1)
             bad += mem.free_nogil(ring[k]) != 0
-            ring[k] = mem.alloc_nogil(1, size_of(xorshift(&s)))
+            ring[k] = mem.alloc_nogil(1, size_of(xorshift(&s), size))
             bad += ring[k] == NULL
         for k in range(RING):
             bad += mem.free_nogil(ring[k]) != 0
     if bad:
         raise RuntimeError(f"{bad} nogil calls failed")
 
-def hak_fill(long n, bint shared):
+def hak_fill(long n, size_t size, bint shared):
     cdef HPool mem = HPool(shared=shared)
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i
     for i in range(n):
-        mem.alloc(1, size_of(xorshift(&s)))
+        mem.alloc(1, size_of(xorshift(&s), size))
     del mem
 
 def hak_hold(long n, size_t size):
@@ -114,26 +116,26 @@ def hak_hold(long n, size_t size):
 _CYMEM_KERNELS = r'''
 from cymem.cymem cimport Pool as CPool
 
-def cy_ring(CPool mem, long nops):
+def cy_ring(CPool mem, long nops, size_t size):
     cdef void* ring[RING]
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i
     cdef int k
     for k in range(RING):
-        ring[k] = mem.alloc(1, size_of(xorshift(&s)))
+        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
     for i in range(nops):
         k = i & (RING - 1)
         mem.free(ring[k])
-        ring[k] = mem.alloc(1, size_of(xorshift(&s)))
+        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
     for k in range(RING):
         mem.free(ring[k])
 
-def cy_fill(long n):
+def cy_fill(long n, size_t size):
     cdef CPool mem = CPool()
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i
     for i in range(n):
-        mem.alloc(1, size_of(xorshift(&s)))
+        mem.alloc(1, size_of(xorshift(&s), size))
     del mem
 
 def cy_hold(long n, size_t size):
@@ -265,19 +267,22 @@ def run(ops: int = 2_000_000, rounds: int = 5, fill: int = FILL,
     has_cymem = hasattr(k, "cy_ring")
     from hakmem.arena import Pool
     rows: List[Dict[str, Any]] = []
-    cases = {
-        "alloc+free 16-256B": {
-            "hakmem.arena": (k.hak_ring, (Pool(), ops), ops),
-            "hakmem.arena nogil": (k.hak_ring_nogil, (Pool(), ops), ops),
-            "hakmem.arena shared": (k.hak_ring, (Pool(shared=True), ops), ops),
-            "cymem": (getattr(k, "cy_ring", None), (None, ops), ops),
-        },
-        f"fill+drop {fill} blocks 16-256B": {
-            "hakmem.arena": (k.hak_fill, (fill, False), fill),
-            "hakmem.arena shared": (k.hak_fill, (fill, True), fill),
-            "cymem": (getattr(k, "cy_fill", None), (fill,), fill),
-        },
-    }
+    cases = {}
+    for size in (16, 64, 256, 0):
+        label = f"{size} B" if size else "16-256 B mixed"
+        cases[f"alloc+free {label}"] = {
+            "hakmem.arena": (k.hak_ring, (Pool(), ops, size), ops),
+            "hakmem.arena nogil": (k.hak_ring_nogil, (Pool(), ops, size), ops),
+            "hakmem.arena shared": (k.hak_ring, (Pool(shared=True), ops, size), ops),
+            "cymem": (getattr(k, "cy_ring", None), (None, ops, size), ops),
+        }
+    for size in (32, 0):
+        label = f"{size} B" if size else "16-256 B mixed"
+        cases[f"fill+drop {fill} x {label}"] = {
+            "hakmem.arena": (k.hak_fill, (fill, size, False), fill),
+            "hakmem.arena shared": (k.hak_fill, (fill, size, True), fill),
+            "cymem": (getattr(k, "cy_fill", None), (fill, size), fill),
+        }
     for case, kinds in cases.items():
         skipped = {}
         if not has_cymem:
@@ -314,7 +319,7 @@ def run(ops: int = 2_000_000, rounds: int = 5, fill: int = FILL,
 
 def format_rows(rows: List[Dict[str, Any]]) -> str:
     """The rows as a text table."""
-    out = [f"{'case':36} {'kind':22} {'result':>26} {'vs cymem':>9}"]
+    out = [f"{'case':38} {'kind':22} {'result':>26} {'vs cymem':>9}"]
     for r in rows:
         if "skipped" in r:
             res = "skipped: " + r["skipped"]
@@ -325,7 +330,7 @@ def format_rows(rows: List[Dict[str, Any]]) -> str:
             if "hakmem_bytes" in r:
                 res += f", {r['hakmem_bytes']:.1f} B hakmem"
         ratio = f"{r['vs_cymem']:8.2f}x" if "vs_cymem" in r else ""
-        out.append(f"{r['case']:36} {r['kind']:22} {res:>26} {ratio:>9}")
+        out.append(f"{r['case']:38} {r['kind']:22} {res:>26} {ratio:>9}")
     return "\n".join(out)
 
 

@@ -28,9 +28,13 @@
 #   a tiny block is on heads[its class], a large-form block on heads[ARENA_LARGE_LIST]
 #   every header on a list carries this pool's tag; a freed block's header is zeroed
 #   before the block goes back to hakmem.
-# An address is accepted by free/realloc only if hakmem says the block it implies is live
-# (hak_check_live) before any byte of it is read, its header has this pool's tag, and its
-# neighbours on the list point back at it (so a copy of a header is not taken for it).
+# An address is accepted by free/realloc only if
+#   1. reading its header cannot fault: it lies in a hakmem tiny region (mapped as a whole
+#      while registered) or, for the large form, hak_check_live confirms the block first;
+#   2. the header carries this pool's tag; and
+#   3. its list neighbours point back at it (or it heads its list).
+# 3 proves the header is on this pool's list, so the block is live and ours: a freed
+# block's header was zeroed, and a copy of a header elsewhere fails 3.
 #
 # Threads: see Pool's docstring and docs/arena.md. In short: the methods that hold the GIL
 # are safe against each other; the *_nogil methods need one thread at a time per pool

@@ -25,7 +25,7 @@ from libc.string cimport memset, memcpy
 from libc.stdio cimport fprintf, fflush, stderr
 from libc.stdlib cimport abort
 
-from hakmem.classes cimport (HAK_TINY_MAX, HAK_DEBUG, hak_size_class, hak_block_size,
+from hakmem.classes cimport (HAK_TINY_MAX, HAK_DEBUG, HAK_NCLASSES, hak_size_class, hak_block_size,
                              hak_likely, hak_unlikely)
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_free, hak_usable_size,
                            hak_check_live, HAK_OK, HAK_EDOUBLE)
@@ -138,18 +138,21 @@ cdef inline size_t _large_size(uint64_t* h) noexcept nogil:
 cdef inline uint64_t* _find(Pool p, void* addr, size_t* req) noexcept nogil:
     """Header of addr if it is a live block of p (its requested size in req), else NULL.
 
-    No byte is read before hakmem confirms the block it implies is live.
+    The acceptance rule is in arena.pxd: no byte is read unless reading it is safe,
+    and membership is proven by the list's back-links, not by the header alone.
     """
     cdef uintptr_t u = <uintptr_t>addr
     cdef uint64_t* h
     cdef size_t usable, slack
+    cdef uint32_t cls
     if (u & 15) != 0 or u < 2 * _HDR:
         return NULL
     h = <uint64_t*>(u - _HDR)
     if hak_likely(hak_is_tiny(g_reg, <uintptr_t>h)):
-        if not _tagged(p, h):
+        cls = hak_slab_of(<uintptr_t>h).cls      # garbage for a region header: check it
+        if cls >= <uint32_t>HAK_NCLASSES or not _tagged(p, h):
             return NULL
-        usable = hak_block_size(hak_slab_of(<uintptr_t>h).cls)
+        usable = hak_block_size(cls)
         slack = (h[0] & ARENA_SLACK) >> 48
         if slack > usable - _HDR:       # also rejects the large form's 0xFF
             return NULL
@@ -316,7 +319,7 @@ cdef int _not_in_pool(str where, void* addr, str more) except -1:
     """Raise NotInPoolError for addr, saying why if hakmem can tell."""
     cdef uintptr_t u = <uintptr_t>addr
     if (u & 15) != 0 or u < 2 * _HDR:
-        why = "is not an address a Pool hands out"
+        why = "is not one a Pool hands out (not 16-byte aligned, or too small)"
     elif hak_check_live(<void*>(u - _HDR)) == HAK_EDOUBLE:
         why = "is already freed"
     else:

@@ -160,8 +160,10 @@ def test_foreign_addresses(pool):
     ctypes.memmove(raw, ctypes.string_at(mine - HDR, HDR), HDR)   # a copied header: still
     ctypes.memmove(raw_big + HDR, ctypes.string_at(big - HDR, HDR), HDR)  # not ours
     before, before_other = state(pool), state(other)
+    region = mine & ~(2**22 - 1)      # its 4 MiB region; the first 64 KiB are its header
     bad = [theirs, theirs_big, raw + HDR, raw_big + 2 * HDR, raw, raw_big, mine + 16,
-           mine + 1, big + 16, 0, 16, 12345, 12352, 2**48 + 16, 2**64 - 16]
+           mine + 1, big + 16, 0, 16, 12345, 12352, 2**48 + 16, 2**64 - 16,
+           region + 32, region + 4096, region + 65536 - 16, region + 2**22 - 16]
     for addr in bad:
         with pytest.raises(NotInPoolError):
             pool.free(addr)
@@ -353,3 +355,22 @@ def test_nogil_shared_pool(arenadown):
     for a in left:
         pool.free(a)
     assert state(pool) == (0, 0, {})
+
+
+def test_arena_bench_runs():
+    """The bench module builds its kernels and returns well-formed rows (no timing asserted)."""
+    from hakmem import arena_bench
+    rows = arena_bench.run(ops=2000, rounds=1, fill=500, mem_blocks=2000)
+    timed = [r for r in rows if "mops" in r]
+    assert {r["kind"] for r in timed} >= {"hakmem.arena", "hakmem.arena nogil",
+                                          "hakmem.arena shared"}
+    assert all(r["mops"] > 0 for r in timed)
+    mem = [r for r in rows if r["case"].startswith("bytes per") and "rss_bytes" in r]
+    assert mem and mem[0]["hakmem_bytes"] == 48.0      # a 32-byte request + 16-byte header
+    try:
+        import cymem  # noqa: F401
+    except ImportError:
+        assert any(r["kind"] == "cymem" and "skipped" in r for r in rows)
+    else:
+        assert any(r["kind"] == "cymem" and "mops" in r for r in rows)
+    assert "alloc+free" in arena_bench.format_rows(rows)

@@ -41,11 +41,13 @@ cdef extern from *:
     #define ARENA_SLACK  0x00FF000000000000ULL   /* slack field of word 0 */
     #define ARENA_LARGE  0xFF                     /* slack field of a large-form block */
     #define arena_mul_overflow(a, b, out) __builtin_mul_overflow((a), (b), (out))
+    #define arena_prefetch(p) __builtin_prefetch((const void*)(p))
     """
     const uint64_t ARENA_ADDR
     const uint64_t ARENA_SLACK
     const uint64_t ARENA_LARGE
     bint arena_mul_overflow(size_t a, size_t b, size_t* out) nogil
+    void arena_prefetch(const void* p) nogil
 
 __all__ = ["Pool", "Address", "NotInPoolError"]
 
@@ -419,6 +421,7 @@ cdef class Pool:
                     if HAK_DEBUG and not _tagged(self, h):
                         _die("pool list broken at dealloc (a write below a block's start?)", h)
                     cur[j] = <uint64_t*><uintptr_t>(h[0] & ARENA_ADDR)
+                    arena_prefetch(cur[j])      # needed a round later: start the miss now
                     hak_free(_block_of(h))
         memset(self.heads, 0, sizeof(self.heads))
 

@@ -49,6 +49,13 @@ _KERNELS = r'''
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 from libc.stdint cimport uint64_t
 from hakmem.arena cimport Pool as HPool
+{cymem_cimport}
+
+ctypedef fused AnyPool:     # one kernel source for both pools
+    HPool
+{cymem_member}
+
+HAS_CYMEM = {has_cymem}
 
 cdef enum:
     RING = 64
@@ -65,85 +72,77 @@ cdef inline size_t size_of(uint64_t r, size_t fixed) noexcept nogil:
     """fixed bytes, or 16 .. 256 bytes from r when fixed is 0."""
     return fixed if fixed != 0 else 16 + <size_t>(r % 241)
 
-def hak_ring(HPool mem, long nops, size_t size):
-    cdef void* ring[RING]
+cdef ring(AnyPool mem, long nops, size_t size):
+    cdef void* slots[RING]
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i
     cdef int k
     for k in range(RING):
-        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
+        slots[k] = mem.alloc(1, size_of(xorshift(&s), size))
     for i in range(nops):
         k = i & (RING - 1)
-        mem.free(ring[k])
-        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
+        mem.free(slots[k])
+        slots[k] = mem.alloc(1, size_of(xorshift(&s), size))
     for k in range(RING):
-        mem.free(ring[k])
+        mem.free(slots[k])
 
-def hak_ring_nogil(HPool mem, long nops, size_t size):
-    cdef void* ring[RING]
+def ring_nogil(HPool mem, long nops, size_t size):
+    cdef void* slots[RING]
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i, bad = 0
     cdef int k
     with nogil:
         for k in range(RING):
-            ring[k] = mem.alloc_nogil(1, size_of(xorshift(&s), size))
+            slots[k] = mem.alloc_nogil(1, size_of(xorshift(&s), size))
         for i in range(nops):
             k = i & (RING - 1)
-            bad += mem.free_nogil(ring[k]) != 0
-            ring[k] = mem.alloc_nogil(1, size_of(xorshift(&s), size))
-            bad += ring[k] == NULL
+            bad += mem.free_nogil(slots[k]) != 0
+            slots[k] = mem.alloc_nogil(1, size_of(xorshift(&s), size))
+            bad += slots[k] == NULL
         for k in range(RING):
-            bad += mem.free_nogil(ring[k]) != 0
+            bad += mem.free_nogil(slots[k]) != 0
     if bad:
-        raise RuntimeError(f"{bad} nogil calls failed")
+        raise RuntimeError(f"{{bad}} nogil calls failed")
 
-def hak_fill(long n, size_t size, bint shared):
-    cdef HPool mem = HPool(shared=shared)
+cdef fill(AnyPool proto, long n, size_t size, dict kw):
+    """Make a pool of proto's type (with kw), allocate n blocks, drop the pool."""
+    cdef AnyPool mem = type(proto)(**kw)
     cdef uint64_t s = 0x9E3779B97F4A7C15
     cdef long i
     for i in range(n):
         mem.alloc(1, size_of(xorshift(&s), size))
     del mem
 
-def hak_hold(long n, size_t size):
-    cdef HPool mem = HPool()
+cdef hold(AnyPool proto, long n, size_t size):
+    """A new pool of proto's type holding n blocks of size bytes."""
+    cdef AnyPool mem = type(proto)()
     cdef long i
     for i in range(n):
         mem.alloc(1, size)
     return mem
+
+# Python entry points: one per pool type (def functions cannot dispatch between two
+# extension types that are both named Pool).
+def hak_ring(HPool mem, long nops, size_t size):
+    ring(mem, nops, size)
+
+def hak_fill(HPool proto, long n, size_t size, dict kw):
+    fill(proto, n, size, kw)
+
+def hak_hold(HPool proto, long n, size_t size):
+    return hold(proto, n, size)
+{cymem_entry_points}
 '''
 
-_CYMEM_KERNELS = r'''
-from cymem.cymem cimport Pool as CPool
-
+_CYMEM_ENTRY_POINTS = '''
 def cy_ring(CPool mem, long nops, size_t size):
-    cdef void* ring[RING]
-    cdef uint64_t s = 0x9E3779B97F4A7C15
-    cdef long i
-    cdef int k
-    for k in range(RING):
-        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
-    for i in range(nops):
-        k = i & (RING - 1)
-        mem.free(ring[k])
-        ring[k] = mem.alloc(1, size_of(xorshift(&s), size))
-    for k in range(RING):
-        mem.free(ring[k])
+    ring(mem, nops, size)
 
-def cy_fill(long n, size_t size):
-    cdef CPool mem = CPool()
-    cdef uint64_t s = 0x9E3779B97F4A7C15
-    cdef long i
-    for i in range(n):
-        mem.alloc(1, size_of(xorshift(&s), size))
-    del mem
+def cy_fill(CPool proto, long n, size_t size, dict kw):
+    fill(proto, n, size, kw)
 
-def cy_hold(long n, size_t size):
-    cdef CPool mem = CPool()
-    cdef long i
-    for i in range(n):
-        mem.alloc(1, size)
-    return mem
+def cy_hold(CPool proto, long n, size_t size):
+    return hold(proto, n, size)
 '''
 
 
@@ -163,7 +162,10 @@ def build_kernels(with_cymem: Optional[bool] = None):
 
     if with_cymem is None:
         with_cymem = _have("cymem.cymem")
-    src = _KERNELS + (_CYMEM_KERNELS if with_cymem else "")
+    src = _KERNELS.format(
+        cymem_cimport="from cymem.cymem cimport Pool as CPool" if with_cymem else "",
+        cymem_member="    CPool" if with_cymem else "", has_cymem=bool(with_cymem),
+        cymem_entry_points=_CYMEM_ENTRY_POINTS if with_cymem else "")
     key = hashlib.sha256("\0".join([src, hakmem.get_include(), sys.version,
                                     str(os.path.getmtime(hakmem.arena.__file__))]).encode())
     name = "hak_arena_kernels_" + key.hexdigest()[:12]
@@ -236,7 +238,12 @@ def rss():
 gc.collect(); gc.disable()
 live0 = hakmem.stats()["live_bytes"]
 r0 = rss()
-held = (k.hak_hold if kind == "hakmem.arena" else k.cy_hold)(n, 32)
+if kind == "hakmem.arena":
+    proto = hakmem.arena.Pool()
+else:
+    from cymem.cymem import Pool as proto
+    proto = proto()
+held = (k.hak_hold if kind == "hakmem.arena" else k.cy_hold)(proto, n, 32)
 r1 = rss()
 out = {"rss": (r1 - r0) / n}
 if kind == "hakmem.arena":
@@ -264,35 +271,34 @@ def run(ops: int = 2_000_000, rounds: int = 5, fill: int = FILL,
     if k is None:
         return [{"workload": "arena", "case": "all", "kind": kind, "skipped": where}
                 for kind in KINDS]
-    has_cymem = hasattr(k, "cy_ring")
+    has_cymem = k.HAS_CYMEM
     from hakmem.arena import Pool
+    cy = None
+    if has_cymem:
+        from cymem.cymem import Pool as CPool
+        cy = CPool()
     rows: List[Dict[str, Any]] = []
     cases = {}
     for size in (16, 64, 256, 0):
         label = f"{size} B" if size else "16-256 B mixed"
         cases[f"alloc+free {label}"] = {
             "hakmem.arena": (k.hak_ring, (Pool(), ops, size), ops),
-            "hakmem.arena nogil": (k.hak_ring_nogil, (Pool(), ops, size), ops),
+            "hakmem.arena nogil": (k.ring_nogil, (Pool(), ops, size), ops),
             "hakmem.arena shared": (k.hak_ring, (Pool(shared=True), ops, size), ops),
-            "cymem": (getattr(k, "cy_ring", None), (None, ops, size), ops),
+            "cymem": (getattr(k, "cy_ring", None), (cy, ops, size), ops),
         }
     for size in (32, 0):
         label = f"{size} B" if size else "16-256 B mixed"
         cases[f"fill+drop {fill} x {label}"] = {
-            "hakmem.arena": (k.hak_fill, (fill, size, False), fill),
-            "hakmem.arena shared": (k.hak_fill, (fill, size, True), fill),
-            "cymem": (getattr(k, "cy_fill", None), (fill, size), fill),
+            "hakmem.arena": (k.hak_fill, (Pool(), fill, size, {}), fill),
+            "hakmem.arena shared": (k.hak_fill, (Pool(), fill, size, {"shared": True}), fill),
+            "cymem": (getattr(k, "cy_fill", None), (cy, fill, size, {}), fill),
         }
     for case, kinds in cases.items():
         skipped = {}
         if not has_cymem:
             skipped["cymem"] = {"skipped": "cymem is not installed (pip install cymem)"}
             del kinds["cymem"]
-        else:
-            from cymem.cymem import Pool as CPool
-            fn, args, count = kinds["cymem"]
-            if args[0] is None:
-                kinds["cymem"] = (fn, (CPool(),) + args[1:], count)
         results = {**_rates(kinds, rounds), **skipped}
         base = results.get("cymem", {}).get("mops")
         for kind, res in results.items():

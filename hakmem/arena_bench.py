@@ -121,27 +121,19 @@ cdef hold(AnyPool proto, long n, size_t size):
         mem.alloc(1, size)
     return mem
 
-# Python entry points: one per pool type (def functions cannot dispatch between two
-# extension types that are both named Pool).
-def hak_ring(HPool mem, long nops, size_t size):
-    ring(mem, nops, size)
-
-def hak_fill(HPool proto, long n, size_t size, dict kw):
-    fill(proto, n, size, kw)
-
-def hak_hold(HPool proto, long n, size_t size):
-    return hold(proto, n, size)
-{cymem_entry_points}
+{entry_points}
 '''
 
-_CYMEM_ENTRY_POINTS = '''
-def cy_ring(CPool mem, long nops, size_t size):
+# Python entry points, one set per pool type: def functions cannot dispatch between
+# two extension types that are both named Pool.
+_ENTRY_POINTS = '''
+def {p}_ring({T} mem, long nops, size_t size):
     ring(mem, nops, size)
 
-def cy_fill(CPool proto, long n, size_t size, dict kw):
+def {p}_fill({T} proto, long n, size_t size, dict kw):
     fill(proto, n, size, kw)
 
-def cy_hold(CPool proto, long n, size_t size):
+def {p}_hold({T} proto, long n, size_t size):
     return hold(proto, n, size)
 '''
 
@@ -165,7 +157,8 @@ def build_kernels(with_cymem: Optional[bool] = None):
     src = _KERNELS.format(
         cymem_cimport="from cymem.cymem cimport Pool as CPool" if with_cymem else "",
         cymem_member="    CPool" if with_cymem else "", has_cymem=bool(with_cymem),
-        cymem_entry_points=_CYMEM_ENTRY_POINTS if with_cymem else "")
+        entry_points=_ENTRY_POINTS.format(p="hak", T="HPool")
+        + (_ENTRY_POINTS.format(p="cy", T="CPool") if with_cymem else ""))
     key = hashlib.sha256("\0".join([src, hakmem.get_include(), sys.version,
                                     str(os.path.getmtime(hakmem.arena.__file__))]).encode())
     name = "hak_arena_kernels_" + key.hexdigest()[:12]

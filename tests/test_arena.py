@@ -341,14 +341,34 @@ def test_nogil_one_pool_per_thread(arenadown, nthreads):
     assert len(every) == len(set(every))     # no block handed to two pools
 
 
+def python_worker(pool, nops, seed):
+    """The Python API (GIL held) on a pool that nogil threads use at the same time."""
+    rng = random.Random(seed)
+    mine = {}
+    for i in range(nops):
+        if mine and rng.random() < 0.5:
+            a = rng.choice(list(mine))
+            assert ctypes.string_at(a, 8) == mine.pop(a)
+            pool.free(a)
+        else:
+            a = pool.alloc(1, rng.choice([8, 100, 2000]))
+            assert a not in mine and ctypes.string_at(a, 8) == bytes(8)
+            mine[a] = i.to_bytes(8, "little")
+            ctypes.memmove(a, mine[a], 8)
+    return 0, 0, 0, len(mine), 0, list(mine)
+
+
 def test_nogil_shared_pool(arenadown):
-    """Pool(shared=True): several threads, GIL released, blocks freed by other threads."""
+    """Pool(shared=True): several threads, GIL released, blocks freed by other threads,
+    and one thread on the Python API at the same time."""
     pool = Pool(shared=True)
     arenadown.reset_xfer()
-    res = run_threads(arenadown.worker, [(pool, i, 60000, True) for i in range(4)])
+    jobs = [(arenadown.worker, (pool, i, 60000, True)) for i in range(4)]
+    jobs.append((python_worker, (pool, 20000, 5)))
+    res = run_threads(lambda f, a: f(*a), jobs)
     parked = arenadown.drain_xfer()
     left = [a for r in res for a in r[5]] + parked
-    assert all(r[:3] == (0, 0, 0) for r in res), res
+    assert all(r[:3] == (0, 0, 0) for r in res), [r[:5] for r in res]
     assert len(left) == len(set(left))       # no block handed out twice
     assert sum(r[3] - r[4] for r in res) == len(left) == len(pool)
     assert set(pool.addresses) == set(left)  # no block lost

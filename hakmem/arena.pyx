@@ -25,8 +25,8 @@ from libc.string cimport memset, memcpy
 from libc.stdio cimport fprintf, fflush, stderr
 from libc.stdlib cimport abort
 
-from hakmem.classes cimport (HAK_TINY_MAX, HAK_DEBUG, HAK_NCLASSES, hak_size_class, hak_block_size,
-                             hak_likely, hak_unlikely)
+from hakmem.classes cimport (HAK_TINY_MAX, HAK_DEBUG, HAK_NCLASSES, hak_size_class,
+                             hak_block_size, hak_likely, hak_unlikely)
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_free, hak_usable_size,
                            hak_check_live, HAK_OK, HAK_EDOUBLE)
 from hakmem.slab cimport hak_registry, hak_is_tiny, hak_slab_of

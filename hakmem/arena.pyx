@@ -102,7 +102,7 @@ cdef inline void _link(Pool p, uint64_t* h, uint64_t slack, uint32_t lst) noexce
     h[0] = <uint64_t><uintptr_t>old | p.tag0 | (slack << 48)
     h[1] = p.tag1
     if old != NULL:
-        old[1] = (old[1] & ~ARENA_ADDR) | <uint64_t><uintptr_t>h
+        old[1] = <uint64_t><uintptr_t>h | p.tag1     # word 1 is prev | tag: no load needed
     p.heads[lst] = h
 
 
@@ -115,7 +115,7 @@ cdef inline void _unlink(Pool p, uint64_t* h) noexcept nogil:
     else:
         _list_of(p, h)[0] = <void*><uintptr_t>nxt
     if nxt != 0:
-        (<uint64_t*><uintptr_t>nxt)[1] = ((<uint64_t*><uintptr_t>nxt)[1] & ~ARENA_ADDR) | prv
+        (<uint64_t*><uintptr_t>nxt)[1] = prv | p.tag1
     h[0] = 0
     h[1] = 0
 

@@ -272,17 +272,14 @@ cdef inline int _free(Pool p, void* addr) noexcept nogil:
     _unlink(p, h)
     p.size -= req
     p.count -= 1
-    if p.shared:
-        hak_free(b)         # under the mutex: a racing free of addr must not read freed memory
-        _unlock(p)
-    else:
-        hak_free(b)
+    hak_free(b)         # before unlock: a racing free of addr must not read freed memory
+    _unlock(p)
     return ARENA_OK
 
 
 cdef void* _realloc(Pool p, void* addr, size_t n, int* err) noexcept nogil:
     """Grow addr's block to n bytes (zeroed tail); NULL and err on error, nothing changed."""
-    cdef size_t old, usable
+    cdef size_t old
     cdef uint64_t slack
     cdef uint64_t* h
     cdef uint64_t* q

@@ -1,5 +1,7 @@
 """Shared fixtures: the downstream extension that cimports hakmem, built once."""
+import glob
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +21,8 @@ def build_extension(tmpdir, pyx_path, name, language="c"):
     src = os.path.join(tmpdir, name + ".pyx")
     with open(pyx_path) as f, open(src, "w") as g:
         g.write(f.read())
+    for pxd in glob.glob(os.path.join(os.path.dirname(pyx_path), "*.pxd")):
+        shutil.copy(pxd, tmpdir)         # helpers the extension cimports (testkit.pxd)
     setup_py = os.path.join(tmpdir, "setup.py")
     with open(setup_py, "w") as g:
         g.write(textwrap.dedent(f"""

@@ -7,6 +7,7 @@ threads with the GIL released.
 """
 from libc.stdint cimport uint64_t, uintptr_t
 from hakmem.arena cimport Pool, Address, ARENA_OK, ARENA_ENOTOWNED
+from testkit cimport xorshift
 
 cdef extern from *:
     """
@@ -195,15 +196,6 @@ def drain_xfer():
             out.append(<uintptr_t>g_xfer[i])
             g_xfer[i] = NULL
     return out
-
-
-cdef inline uint64_t xorshift(uint64_t* s) noexcept nogil:
-    cdef uint64_t x = s[0]
-    x ^= x << 13
-    x ^= x >> 7
-    x ^= x << 17
-    s[0] = x
-    return x
 
 
 cdef inline void stamp(void* p, size_t n, uint64_t cookie) noexcept nogil:

@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -159,8 +160,11 @@ def build_kernels(with_cymem: Optional[bool] = None):
         cymem_member="    CPool" if with_cymem else "", has_cymem=bool(with_cymem),
         entry_points=_ENTRY_POINTS.format(p="hak", T="HPool")
         + (_ENTRY_POINTS.format(p="cy", T="CPool") if with_cymem else ""))
-    key = hashlib.sha256("\0".join([src, hakmem.get_include(), sys.version,
-                                    str(os.path.getmtime(hakmem.arena.__file__))]).encode())
+    stamps = [src, hakmem.get_include(), sys.version,
+              str(os.path.getmtime(hakmem.arena.__file__))]
+    if with_cymem:
+        stamps.append(str(os.path.getmtime(importlib.import_module("cymem.cymem").__file__)))
+    key = hashlib.sha256("\0".join(stamps).encode())
     name = "hak_arena_kernels_" + key.hexdigest()[:12]
     d = os.path.join(tempfile.gettempdir(), "hakmem-arena-bench-%d" % os.getuid())
     os.makedirs(d, exist_ok=True)
@@ -168,10 +172,10 @@ def build_kernels(with_cymem: Optional[bool] = None):
     if not os.path.exists(os.path.join(d, name + suffix)):
         if not _have("Cython"):
             return None, "Cython is not installed (pip install cython)"
-        with open(os.path.join(d, name + ".pyx"), "w") as f:
+        work = tempfile.mkdtemp(dir=d)     # concurrent builds do not share files
+        with open(os.path.join(work, name + ".pyx"), "w") as f:
             f.write(src)
-        setup_py = os.path.join(d, "setup_%s.py" % name)
-        with open(setup_py, "w") as f:
+        with open(os.path.join(work, "setup.py"), "w") as f:
             f.write(textwrap.dedent(f"""
                 from setuptools import setup, Extension
                 from Cython.Build import cythonize
@@ -179,8 +183,11 @@ def build_kernels(with_cymem: Optional[bool] = None):
                     [Extension({name!r}, [{name + '.pyx'!r}], extra_compile_args=["-O2"])],
                     include_path=[{hakmem.get_include()!r}], quiet=True))
             """))
-        r = subprocess.run([sys.executable, setup_py, "build_ext", "--inplace"], cwd=d,
+        r = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=work,
                            capture_output=True, text=True)
+        if r.returncode == 0:
+            os.replace(os.path.join(work, name + suffix), os.path.join(d, name + suffix))
+        shutil.rmtree(work, ignore_errors=True)
         if r.returncode != 0:
             return None, "kernel build failed: " + (r.stderr or r.stdout)[-800:]
     sys.path.insert(0, d)

@@ -6,6 +6,7 @@ from several threads with the GIL released.
 """
 from libc.stdint cimport uint64_t, uintptr_t
 cimport hakmem
+from testkit cimport xorshift
 from hakmem.front cimport (hak_malloc, hak_free, hak_free_checked, hak_calloc,
                            hak_realloc, hak_usable_size, HAK_OK, HAK_EDOUBLE)
 from hakmem cimport hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_calloc, hak_heap_free
@@ -31,15 +32,6 @@ cdef enum:
 cdef void* g_xfer[NXFER]     # cross-thread handoff slots
 for _i in range(NXFER):
     g_xfer[_i] = NULL
-
-
-cdef inline uint64_t xorshift(uint64_t* s) noexcept nogil:
-    cdef uint64_t x = s[0]
-    x ^= x << 13
-    x ^= x >> 7
-    x ^= x << 17
-    s[0] = x
-    return x
 
 
 cdef inline void stamp(void* p, size_t n, uint64_t cookie) noexcept nogil:

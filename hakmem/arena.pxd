@@ -40,12 +40,16 @@
 # are safe against each other; the *_nogil methods need one thread at a time per pool
 # unless the pool was made with Pool(shared=True), which makes every method take a mutex.
 from libc.stdint cimport uint64_t
-from hakmem.front cimport HAK_MAX_CLASSES
+from hakmem.classes cimport HAK_NCLASSES
 from hakmem.remote cimport pthread_mutex_t
 
-cdef enum:
-    ARENA_LARGE_LIST = HAK_MAX_CLASSES      # the list of large-form blocks
-    ARENA_LISTS = HAK_MAX_CLASSES + 1
+cdef extern from *:
+    """
+    #define ARENA_LARGE_LIST HAK_NCLASSES   /* the list of large-form blocks */
+    #define ARENA_LISTS (HAK_NCLASSES + 1)
+    """
+    enum: ARENA_LARGE_LIST
+    enum: ARENA_LISTS
 
 # Error codes of Pool.free_nogil (0 = freed).
 cdef enum:

@@ -264,8 +264,9 @@ def worker(Pool mem, int tid, long nops, bint handoff):
 # ---- the core .pxd files compile here too (C and C++): use their inline functions -------
 cimport hakmem
 from libc.stdint cimport uint8_t
-from hakmem.front cimport hak_malloc, hak_free, hak_check_live, HAK_OK, HAK_MAX_CLASSES
-from hakmem.slab cimport (hak_registry, hak_region_of, hak_slab_of, hak_slab_in,
+from hakmem.front cimport hak_malloc, hak_free, hak_check_live, HAK_OK
+from hakmem.classes cimport HAK_NCLASSES
+from hakmem.slab cimport (hak_registry, hak_region_of, hak_slab_of, hak_slab_index,
                           hak_slab_start, hak_region_of_slab, hak_is_tiny, hak_slab_t,
                           hak_region_t, HAK_SLAB_SIZE)
 from hakmem.classes cimport hak_size_class, hak_block_size, hak_stride, HAK_TINY_MAX
@@ -279,12 +280,12 @@ def core_pxds():
     cdef void* lst = NULL
     cdef hak_region_t* r = hak_region_of(reg, <uintptr_t>q)
     cdef hak_slab_t* s = hak_slab_of(<uintptr_t>q)
-    cdef bint ok = (hak_is_tiny(reg, <uintptr_t>q) and s == hak_slab_in(r, <uintptr_t>q)
+    cdef bint ok = (hak_is_tiny(reg, <uintptr_t>q) and hak_slab_index(s) != 0
                     and hak_region_of_slab(s) == r and hak_slab_start(s) <= <char*>q
                     and <char*>q < hak_slab_start(s) + HAK_SLAB_SIZE
                     and hak_block_size(hak_size_class(24)) == 32 and hak_stride(1) >= 32
                     and hak_check_live(q) == HAK_OK and HAK_TINY_MAX == 1024
-                    and HAK_MAX_CLASSES == 20)
+                    and HAK_NCLASSES == 20)
     hak_remote_push(&lst, q)
     ok = ok and hak_remote_take_all(&lst) == q
     hak_free(q)

@@ -25,6 +25,7 @@ import concurrent.futures
 import glob
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from typing import Any, Dict, List, Optional
@@ -47,6 +48,14 @@ def check_valgrind() -> str:
         raise runner.BenchError("--instructions needs valgrind (its callgrind tool), which is "
                                 "not on PATH; install it (Debian/Ubuntu: apt-get install valgrind)")
     return path
+
+
+def _version(valgrind: str) -> str:
+    try:
+        return subprocess.run([valgrind, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout.strip() or "valgrind"
+    except (OSError, subprocess.SubprocessError):
+        return "valgrind"
 
 
 def _run_once(a: Any, wl: str, ops: int) -> int:
@@ -145,7 +154,7 @@ def instructions(allocators: List[Any], workloads: Optional[List[str]] = None,
             for name, f in futs.items():
                 for wl, v in f.result().items():
                     per_op[wl][name] = v
-    notes = [f"valgrind {os.path.basename(valgrind)}; hakmem {hakmem.__version__}"
+    notes = [f"{_version(valgrind)}; hakmem {hakmem.__version__}"
              f"{' (DEBUG build)' if hakmem.build_info()['debug'] else ''}; hakmem's counters "
              f"moved by exactly the ops run in every hakmem loop"]
     return {"allocators": [a.name for a in allocators], "workloads": wls, "ops": [n1, n2],

@@ -57,8 +57,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``bench`` subcommand to ``subparsers``; it runs :func:`main`."""
     p = subparsers.add_parser(
         "bench", prog=PROG, help="benchmark hakmem against libc, pymalloc and mimalloc",
-        description="Run the allocator workloads and print Mops/s and hakmem's ratio to each "
-                    "other allocator (one screen); --full for everything else.",
+        description="Run the allocator workloads and print Mops/s and hakmem's ratio to\n"
+                    "each other allocator (one screen); --full for everything else.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true",
                    help="every workload and every table (ranges, per CPU-second, threads, "

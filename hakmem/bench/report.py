@@ -144,8 +144,9 @@ def format_report(res: Dict[str, Any], full: bool = False, goals: bool = False) 
     s = res["settings"]
     debug = " (DEBUG build: not a speed figure)" if res["build"]["debug"] else ""
     out = [f"hakmem {res['hakmem_version']} bench{debug}: {res['cpu_count']} CPUs, Python "
-           f"{res['python']}; Mops/s = median of {s['runs']} runs of {s['ops']:,} ops "
-           f"(one op = malloc + free; per thread for threads-N and xmalloc-test-N)"]
+           f"{res['python']}",
+           f"Mops/s = median of {s['runs']} runs of {s['ops']:,} ops (one op = malloc + free; "
+           f"ops per thread for threads-N and xmalloc-test-N)"]
     if full:
         for a in res["allocators"]:
             out.append(f"  {a['name']:<13} {a['note']}")
@@ -170,8 +171,8 @@ def format_report(res: Dict[str, Any], full: bool = False, goals: bool = False) 
         out += [""] + goals_mod.format_goals(res["goals"])
     out.append("")
     if not full:
-        out.append("more: --full (ranges, per CPU-second, threads, memory, call path, Python "
-                   "programs, records, goals); --goals; --instructions")
+        out.append("more: --full (every workload and table), --goals, --instructions; "
+                   "see --help")
     out.append(f"elapsed {res['elapsed_s']:.1f} s")
     return "\n".join(out)
 

@@ -21,7 +21,8 @@ from hakmem.bench import child, goals, loops, records, threads
 
 __all__ = ["SCHEMA", "DEFAULT_WORKLOADS", "FULL_WORKLOADS", "MIMALLOC", "BenchError",
            "Options", "workload_spec", "parse_workloads", "make_allocators",
-           "allocator_from_spec", "CountCheck", "hakmem_counts", "live_block_memory", "run"]
+           "allocator_from_spec", "CountCheck", "hakmem_counts", "run_once", "live_block_memory",
+           "run"]
 
 SCHEMA = "hakmem-bench/2"
 MIMALLOC = "libmimalloc.so.2"
@@ -33,6 +34,7 @@ XM_SIZE = 64                             # xthread64 and xmalloc-test block size
 SLAB_BYTES = 64 * 1024                   # hakmem slab size (hakmem.slab)
 MAX_THREADS = 64
 EXTRAS = ("memory", "callpath", "records", "python")   # not C loops: their own tables
+MULTI = ("threads", "xthread", "xmalloc")     # loops on new threads: pymalloc cannot run them
 
 
 def _n_suffix(name: str, prefix: str, lo: int, hi: int) -> Optional[int]:
@@ -264,26 +266,30 @@ class CountCheck:
 
 
 # ---- one measurement ------------------------------------------------------------
-def _once(spec: Dict[str, Any], a: Alloc, ops: int, fixed: Optional[str]) -> tuple:
-    """Run one workload once; return (wall seconds, CPU seconds or None, blocks counted as ops).
+def run_once(wl: str, obj: Any, ops: int, fixed: Optional[str] = None) -> tuple:
+    """Run C-loop workload ``wl`` once on allocator ``obj`` (a hakmem.bench.loops.Allocator);
+    return (wall seconds, CPU seconds or None, blocks counted as ops).
 
-    CPU seconds (the calling thread's) are measured for the one-thread loops only.
+    ``ops`` is per thread; threads-N runs the ring ``fixed`` names. glibc-simple runs
+    ops // n whole rounds. CPU seconds (the calling thread's) are measured for the
+    one-thread loops only.
     """
+    spec = workload_spec(wl)
     cpu: List[float] = []
     k = spec["kind"]
     if k == "threads":
         size, ws = FIXED[fixed]
-        return threads.run_threads(a.obj, spec["n"], size, ws, ops), None, spec["n"] * ops
+        return threads.run_threads(obj, spec["n"], size, ws, ops), None, spec["n"] * ops
     if k == "ring":
-        return loops.run_ring(a.obj, spec["size"], spec["ws"], ops, cpu=cpu), cpu[0], ops
+        return loops.run_ring(obj, spec["size"], spec["ws"], ops, cpu=cpu), cpu[0], ops
     if k == "mixed":
-        return loops.run_mixed(a.obj, spec["ws"], ops, cpu=cpu), cpu[0], ops
+        return loops.run_mixed(obj, spec["ws"], ops, cpu=cpu), cpu[0], ops
     if k == "simple":
         rounds = max(1, ops // spec["n"])
-        return loops.run_simple(a.obj, spec["n"], rounds, cpu=cpu), cpu[0], rounds * spec["n"]
+        return loops.run_simple(obj, spec["n"], rounds, cpu=cpu), cpu[0], rounds * spec["n"]
     if k == "xmalloc":
-        return threads.run_xmalloc(a.obj, spec["n"], spec["size"], ops), None, spec["n"] * ops
-    return threads.run_xthread(a.obj, spec["size"], ops), None, ops
+        return threads.run_xmalloc(obj, spec["n"], spec["size"], ops), None, spec["n"] * ops
+    return threads.run_xthread(obj, spec["size"], ops), None, ops
 
 
 def _summary(mops: List[float]) -> Dict[str, Any]:
@@ -309,7 +315,7 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], allocs: List[Alloc],
             if a.is_hakmem:
                 hakmem.configure(heap_v2=a.heap_v2)
                 before = hakmem_counts()
-            dt, cpu, blocks = _once(spec, a, opts.ops, fixed)
+            dt, cpu, blocks = run_once(wl, a.obj, opts.ops, fixed)
             if a.is_hakmem:
                 after = hakmem_counts()
                 if measured:
@@ -487,7 +493,7 @@ def run(opts: Options) -> Dict[str, Any]:
 
     try:
         for wl, fixed in steps:
-            multi = workload_spec(wl)["threads"] > 1
+            multi = workload_spec(wl)["kind"] in MULTI
             use = [a for a in allocs if not (multi and a.needs_gil)]
             for a in allocs:
                 if a not in use:

@@ -63,7 +63,7 @@ def test_default_run_fits_a_screen(tmp_path):
     assert max(len(x) for x in lines) <= 132
     assert "hakmem ÷ baseline" in r.stdout and "glibc-simple_n100" in r.stdout
     body = r.stdout.lower()
-    for word in ("issue", "goal", "threads-2", "bytes per live block", "per cpu-second",
+    for word in ("issue", "goal ≥", "threads-2", "bytes per live block", "per cpu-second",
                  "call path", "python programs", "records"):
         assert word not in body, word
     r2 = _cli(["bench", "--quick", "-q", "--goals", "--workloads", "fixed16_ws60"] + TINY,

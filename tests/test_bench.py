@@ -520,18 +520,18 @@ needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="no
 
 @needs_valgrind
 def test_instructions_are_deterministic_and_checked():
+    """Two callgrind children with the same allocator give the same figures."""
     from hakmem.bench import callgrind
-    opts = BR.Options(mimalloc=False)
-    allocs = [a for a in BR.make_allocators(opts)[0] if a.name in ("hakmem", "libc")]
-    kw = dict(workloads=["fixed16_ws60", "glibc-simple_n25"], ops=(4800, 14400))
-    r1 = callgrind.instructions(allocs, **kw)
-    r2 = callgrind.instructions(allocs, **kw)
-    assert r1["per_op"] == r2["per_op"]
-    for wl in kw["workloads"]:
-        for a in ("hakmem", "libc"):
-            assert 10 < r1["per_op"][wl][a] < 1000, r1
-    out = report.format_instructions(r1)
+    twins = [BR.Alloc(name, B.hakmem_allocator(name), heap_v2=True, spec="hakmem")
+             for name in ("hakmem", "hakmem-again")]
+    r = callgrind.instructions(twins, ["fixed16_ws60", "glibc-simple_n25"], ops=(4800, 14400))
+    for wl in ("fixed16_ws60", "glibc-simple_n25"):
+        assert r["per_op"][wl]["hakmem"] == r["per_op"][wl]["hakmem-again"]
+        assert 10 < r["per_op"][wl]["hakmem"] < 1000, r
+    out = report.format_instructions(r)
     assert re.search(r"^fixed16_ws60\s+\d+\.\d\s+\d+\.\d$", out, re.M), out
+    with pytest.raises(BR.BenchError, match="one-thread"):
+        callgrind.instructions(twins, ["xthread64"])
 
 
 @needs_valgrind

@@ -24,6 +24,11 @@ def _ordered(rows: List[Dict[str, Any]], key: str) -> List[str]:
     return out
 
 
+def _colors(res: Dict[str, Any]) -> Dict[str, str]:
+    """One colour per allocator, the same in every panel."""
+    return {a["name"]: f"C{i % 10}" for i, a in enumerate(res["allocators"])}
+
+
 def _ratio_panel(ax: Any, res: Dict[str, Any]) -> None:
     ratio = {(r["workload"], r["baseline"]): r["ratio"] for r in res["ratios"]}
     wls = [w for w in _ordered(res["results"], "workload") if not w.startswith("threads-")]
@@ -33,9 +38,9 @@ def _ratio_panel(ax: Any, res: Dict[str, Any]) -> None:
     for i, b in enumerate(bases):
         xs = [j - 0.4 + width * (i + 0.5) for j in range(len(wls))]
         ys = [ratio.get((wl, b)) for wl in wls]
-        bars = ax.bar([x for x, y in zip(xs, ys) if y is not None],
-                      [y for y in ys if y is not None], width, label=f"÷ {b}")
-        color = bars.patches[0].get_facecolor() if bars.patches else None
+        color = _colors(res)[b]
+        ax.bar([x for x, y in zip(xs, ys) if y is not None],
+               [y for y in ys if y is not None], width, label=f"÷ {b}", color=color)
         for x, y in zip(xs, ys):
             if y is None:
                 ax.text(x, 0.02 * top, "n/a", rotation=90, ha="center", va="bottom",
@@ -56,7 +61,8 @@ def _scaling_panel(ax: Any, res: Dict[str, Any]) -> None:
     width = 0.8 / max(1, len(names) + 1)
     for i, a in enumerate(names):
         xs = [j - 0.4 + width * (i + 0.5) for j in range(len(keys))]
-        ax.bar(xs, [sc.get((w, n, a), 0.0) for w, n in keys], width, label=a)
+        ax.bar(xs, [sc.get((w, n, a), 0.0) for w, n in keys], width, label=a,
+               color=_colors(res)[a])
     xs = [j - 0.4 + width * (len(names) + 0.5) for j in range(len(keys))]
     ax.bar(xs, [ref.get(k, 0.0) for k in keys], width, color="lightgray", hatch="//",
            label="cpu (arithmetic)")
@@ -72,11 +78,12 @@ def _scaling_panel(ax: Any, res: Dict[str, Any]) -> None:
 def _memory_panel(ax: Any, res: Dict[str, Any]) -> None:
     mem = res["memory"]
     names = [m["allocator"] for m in mem]
+    colors = _colors(res)
     ax.bar(range(len(mem)), [m["bytes_per_block"] for m in mem], 0.6,
-           color=[f"C{i}" for i in range(len(mem))])
-    ax.axhline(mem[0]["mean_request"], color="black", linewidth=1, linestyle="dashed")
-    ax.text(len(mem) - 0.5, mem[0]["mean_request"], " mean request", va="bottom", ha="right",
-            fontsize=8)
+           color=[colors.get(n, "gray") for n in names])
+    ax.axhline(mem[0]["mean_request"], color="black", linewidth=1, linestyle="dashed",
+               label=f"mean request ({mem[0]['mean_request']:.0f} B)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_xticks(range(len(mem)))
     ax.set_xticklabels(names, fontsize=8)
     ax.set_ylabel("bytes per live block (RSS)")
@@ -105,6 +112,6 @@ def write_plot(res: Dict[str, Any], path: str) -> None:
     debug = " — DEBUG build" if res["build"]["debug"] else ""
     fig.suptitle(f"hakmem {res['hakmem_version']} bench, {res['cpu_count']} CPUs, "
                  f"Python {res['python']}{debug}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)

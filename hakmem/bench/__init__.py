@@ -9,6 +9,7 @@ Modules, one layer each:
   records    the Python-level record workload
   programs   Python programs timed with hakmem installed as CPython's allocator vs pymalloc
   callgrind  instructions per op under valgrind's callgrind (``--instructions``)
+  goals      the project's goals, as comparisons (``--goals``)
   report     the printed tables; plot: the ``--plot`` figure; cli: the command line
 
 Nothing is imported here, so ``import hakmem.bench.cli`` stays cheap.

@@ -28,9 +28,11 @@ def _goal(what: str, value: float, goal: float, lower_is_better: bool = False,
           value_cpu: Any = None) -> Dict[str, Any]:
     met = value <= goal if lower_is_better else value >= goal
     sign = "≤" if lower_is_better else "≥"
+    # a third digit where two would round a miss onto the goal (0.998 shown as 1.00)
+    digits = 3 if abs(value - goal) < 0.005 else 2
     return {"what": what, "value": value, "goal": goal, "met": met,
             "lower_is_better": lower_is_better, "value_cpu": value_cpu,
-            "text": f"{what}: {value:.2f}x (goal {sign} {goal:.2f}x)"}
+            "text": f"{what}: {value:.{digits}f}x (goal {sign} {goal:.2f}x)"}
 
 
 def evaluate(res: Dict[str, Any]) -> List[Dict[str, Any]]:

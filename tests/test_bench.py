@@ -515,7 +515,9 @@ def test_vs_jemalloc_reexecutes_with_room_for_static_tls(tmp_path):
 
 
 # ---- --instructions -----------------------------------------------------------------------
-needs_valgrind = pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
+needs_valgrind = pytest.mark.skipif(
+    shutil.which("valgrind") is None or "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="no valgrind (or running under ASan, which valgrind cannot host)")
 
 
 @needs_valgrind

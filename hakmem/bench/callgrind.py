@@ -44,12 +44,12 @@ OPS = (48_000, 144_000)
 def check_valgrind() -> str:
     """The valgrind executable; BenchError if it is missing or cannot work here."""
     path = shutil.which("valgrind")
-    if "libasan" in os.environ.get("LD_PRELOAD", ""):
-        raise runner.BenchError("--instructions cannot run under AddressSanitizer "
-                                "(valgrind and ASan both replace the allocator)")
     if path is None:
         raise runner.BenchError("--instructions needs valgrind (its callgrind tool), which is "
                                 "not on PATH; install it (Debian/Ubuntu: apt-get install valgrind)")
+    if "libasan" in os.environ.get("LD_PRELOAD", ""):
+        raise runner.BenchError("--instructions cannot run under AddressSanitizer "
+                                "(valgrind and ASan both replace the allocator)")
     return path
 
 

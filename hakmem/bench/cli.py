@@ -22,6 +22,9 @@ FULL = {"ops": 2_000_000, "runs": 7, "mem_blocks": 100_000, "record_ops": 200_00
         "live_records": 1_000_000}
 TLS_TUNABLE = "glibc.rtld.optional_static_tls"
 TLS_DEFAULT = 512          # glibc's default for that tunable (bytes)
+TLS_UNKNOWN = 4096         # what to allow for a library whose TLS size cannot be read
+LIB_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu", "/usr/local/lib", "/usr/lib64", "/usr/lib", "/lib")
 
 EPILOG = """\
 workloads (nogil C loops, the same machine code for every allocator; one op = malloc + free):
@@ -130,7 +133,13 @@ def _fail(msg: str, code: int = 2) -> int:
 
 def _tls_bytes(path: str) -> Optional[int]:
     """The size of a shared library's static TLS segment (PT_TLS), rounded up to its
-    alignment; 0 if it has none, None if it is not a 64-bit little-endian ELF file."""
+    alignment; 0 if it has none, None if it is not a 64-bit little-endian ELF file
+    (or a bare name not found in the usual library directories)."""
+    if "/" not in path:
+        found = [os.path.join(d, path) for d in LIB_DIRS if os.path.exists(os.path.join(d, path))]
+        if not found:
+            return None
+        path = found[0]
     try:
         with open(path, "rb") as f:
             hdr = f.read(64)
@@ -160,7 +169,8 @@ def static_tls_tunable(paths: List[str]) -> str:
     process starts; this gives the sum of the libraries' TLS segments on top of the
     default, rounded up to a KiB.
     """
-    need = TLS_DEFAULT + sum(_tls_bytes(p) or 4096 for p in paths)
+    sizes = [_tls_bytes(p) for p in paths]
+    need = TLS_DEFAULT + sum(TLS_UNKNOWN if n is None else n for n in sizes)
     return f"{TLS_TUNABLE}={(need + 1023) // 1024 * 1024}"
 
 
@@ -188,10 +198,12 @@ def _reexec_for_tls(paths: List[str]) -> Optional[str]:
 def _check_vs(paths: List[str]) -> Optional[str]:
     """Load each --vs library once, before anything runs: None if all load, else the
     one-line error (after re-executing with a static TLS tunable where that helps)."""
-    from hakmem.bench import loops
+    from hakmem.bench import loops, runner
     for path in paths:
-        if not os.path.exists(path) or not os.access(path, os.R_OK):
-            return f"--vs {path}: cannot read the library"
+        try:
+            runner.check_vs_path(path)
+        except runner.BenchError as e:
+            return str(e)
         try:
             loops.dl_allocator(path, "check")
         except OSError as e:

@@ -20,7 +20,7 @@ import hakmem
 from hakmem.bench import child, goals, loops, records, threads
 
 __all__ = ["SCHEMA", "DEFAULT_WORKLOADS", "FULL_WORKLOADS", "MIMALLOC", "BenchError",
-           "Options", "workload_spec", "parse_workloads", "make_allocators",
+           "Options", "workload_spec", "parse_workloads", "check_vs_path", "make_allocators",
            "allocator_from_spec", "CountCheck", "hakmem_counts", "run_once", "live_block_memory",
            "run"]
 
@@ -168,6 +168,13 @@ class Alloc:
         return bool(self.obj.needs_gil)
 
 
+def check_vs_path(path: str) -> None:
+    """BenchError if ``path`` names a file that cannot be read. A bare name without a
+    slash (``libjemalloc.so.2``) is left to the dynamic linker's search, as dlopen does."""
+    if "/" in path and (not os.path.exists(path) or not os.access(path, os.R_OK)):
+        raise BenchError(f"--vs {path}: cannot read the library")
+
+
 def make_allocators(opts: Options) -> tuple:
     """(allocators, skipped lines). Raises BenchError for an unusable --vs library."""
     allocs = [
@@ -189,8 +196,7 @@ def make_allocators(opts: Options) -> tuple:
             skipped.append(f"mimalloc skipped: {e} (Debian package libmimalloc2.0)")
     seen = {a.name for a in allocs}
     for path in opts.vs:
-        if not os.path.exists(path) or not os.access(path, os.R_OK):
-            raise BenchError(f"--vs {path}: cannot read the library")
+        check_vs_path(path)
         base = os.path.basename(path).split(".so")[0]
         name = base[3:] if base.startswith("lib") else base
         while name in seen:

@@ -580,7 +580,8 @@ def _derive(res: Dict[str, Any], allocs: List[Alloc]) -> None:
     if res["cpu_share"] is not None and res["cpu_share"] < 0.85:
         res["notes"].append(
             f"the machine was busy: one-thread runs got {100 * res['cpu_share']:.0f}% of a CPU "
-            f"(median); wall-clock figures are low and noisy, the per-CPU-second table less so")
+            f"(median); wall-clock figures are low and noisy; the per-CPU-second table "
+            f"(--full) is steadier")
     med = {(r["workload"], r["allocator"]): r["mops"]["median"] for r in res["results"]}
     cpu = {(r["workload"], r["allocator"]): r["mops_cpu"]["median"] for r in res["results"]
            if r.get("mops_cpu")}

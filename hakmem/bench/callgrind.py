@@ -11,8 +11,10 @@ change buys where wall-clock figures on a shared machine cannot. Method:
 * each workload runs three times in that child: a warm-up of N1 ops, then N1 ops, then
   N2 ops; instructions per op = (I(N2) - I(N1)) / (N2 - N1), so constant costs (the
   leftover frees, reading the clock) and first-touch costs drop out;
-* fixed seeds (the mixed workload's xorshift seed, ``PYTHONHASHSEED=0``), so repeated
-  runs give the same figures;
+* fixed seeds (the mixed workload's xorshift seed, ``PYTHONHASHSEED=0``) and a fixed
+  environment (only PATH, the locale and the HAKMEM_* switches pass), so repeated runs
+  give the same figures: libc's and pymalloc's counts depend on their heap's history,
+  which the interpreter's own allocations before the loops are part of;
 * hakmem's exact-count check runs in the child too (its counters must move by
   exactly the ops run).
 
@@ -116,7 +118,7 @@ def _measure(valgrind: str, name: str, spec: str, workloads: List[str], tmp: str
            "--dump-before=hakmem_bench_mark", "--dump-instr=no", "--collect-jumps=no"]
     res = child.call("hakmem.bench.callgrind:count_in_child", spec, workloads, n1, n2,
                      what=f"callgrind run for {name}", prefix=cmd, timeout=600,
-                     env={"PYTHONHASHSEED": "0"})
+                     env={"PYTHONHASHSEED": "0"}, inherit_env=False)
     parts = _parts(prefix)
     runs = res["runs"]
     # part 1 is start-up; then per run: the loop, then the Python between two runs

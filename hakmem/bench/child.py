@@ -20,7 +20,7 @@ import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["package_root", "run_json", "call", "main"]
+__all__ = ["KEPT_ENV", "package_root", "run_json", "call", "main"]
 
 
 def package_root() -> str:
@@ -28,17 +28,24 @@ def package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# what a child started with inherit_env=False still gets from this process
+KEPT_ENV = ("PATH", "LD_LIBRARY_PATH", "GLIBC_TUNABLES", "TMPDIR", "LANG", "LC_ALL")
+
+
 def run_json(args: Sequence[str], what: str, *, timeout: float = 300.0,
              env: Optional[Dict[str, Optional[str]]] = None,
-             prefix: Sequence[str] = ()) -> Any:
+             prefix: Sequence[str] = (), inherit_env: bool = True) -> Any:
     """Run ``[*prefix, python, *args]``; return the JSON value on its last stdout line.
 
     ``env`` changes the inherited environment (a value of None removes the variable);
+    with ``inherit_env=False`` the child gets only ``KEPT_ENV`` and the ``HAKMEM_*``
+    switches, so what it does cannot depend on the caller's other variables.
     ``prefix`` goes before the interpreter (e.g. a valgrind command line). Raises
     RuntimeError naming ``what`` and the child's last line of stderr if it fails.
     """
     root = package_root()
-    full_env = dict(os.environ)
+    full_env = {k: v for k, v in os.environ.items()
+                if inherit_env or k in KEPT_ENV or k.startswith("HAKMEM_")}
     for k, v in (env or {}).items():
         if v is None:
             full_env.pop(k, None)
@@ -63,11 +70,12 @@ def run_json(args: Sequence[str], what: str, *, timeout: float = 300.0,
 
 
 def call(func: str, *args: Any, what: str, timeout: float = 300.0,
-         env: Optional[Dict[str, Optional[str]]] = None, prefix: Sequence[str] = ()) -> Any:
+         env: Optional[Dict[str, Optional[str]]] = None, prefix: Sequence[str] = (),
+         inherit_env: bool = True) -> Any:
     """Call the public function ``"module:name"`` with JSON-able ``args`` in a fresh
-    interpreter; return its (JSON-able) result. Errors as :func:`run_json`."""
+    interpreter; return its (JSON-able) result. Options and errors as :func:`run_json`."""
     return run_json(["-m", "hakmem.bench.child", func, json.dumps(list(args))], what,
-                    timeout=timeout, env=env, prefix=prefix)
+                    timeout=timeout, env=env, prefix=prefix, inherit_env=inherit_env)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -161,10 +161,12 @@ class Alloc:
 
     @property
     def is_hakmem(self) -> bool:
+        """True for the hakmem columns (whose runs get the exact-count check)."""
         return self.heap_v2 is not None
 
     @property
     def needs_gil(self) -> bool:
+        """True for pymalloc: its runs hold the GIL and it runs no multi-thread workload."""
         return bool(self.obj.needs_gil)
 
 

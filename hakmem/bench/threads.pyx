@@ -182,10 +182,17 @@ cdef struct spsc_t:
     int rc
 
 
+cdef inline void _wait_at_least(uint64_t* p, uint64_t v) noexcept nogil:
+    """Spin (then yield) until the other thread has published a value >= v at p."""
+    cdef unsigned spins = 0
+    while bench_load_acq(p) < v:
+        bench_relax(spins)
+        spins += 1
+
+
 cdef void* _producer(void* arg) noexcept nogil:
     cdef spsc_t* q = <spsc_t*>arg
-    cdef uint64_t i, tail
-    cdef unsigned spins
+    cdef uint64_t i
     cdef void* p
     pthread_barrier_wait(q.barrier)
     q.t0 = bench_now()
@@ -196,12 +203,8 @@ cdef void* _producer(void* arg) noexcept nogil:
             p = <void*>1        # tell the consumer to stop: an odd, never-real pointer
         else:
             bench_touch(p, i)
-        spins = 0
-        tail = bench_load_acq(&q.tail)
-        while i - tail >= BENCH_SPSC_CAP:
-            bench_relax(spins)
-            spins += 1
-            tail = bench_load_acq(&q.tail)
+        if i >= BENCH_SPSC_CAP:
+            _wait_at_least(&q.tail, i + 1 - BENCH_SPSC_CAP)    # slot i mod CAP is free
         q.slot[i & (BENCH_SPSC_CAP - 1)] = p
         bench_store_rel(&q.head, i + 1)
         if q.rc != 0:
@@ -211,17 +214,11 @@ cdef void* _producer(void* arg) noexcept nogil:
 
 cdef void* _consumer(void* arg) noexcept nogil:
     cdef spsc_t* q = <spsc_t*>arg
-    cdef uint64_t i, head
-    cdef unsigned spins
+    cdef uint64_t i
     cdef void* p
     pthread_barrier_wait(q.barrier)
     for i in range(q.nops):
-        spins = 0
-        head = bench_load_acq(&q.head)
-        while head <= i:
-            bench_relax(spins)
-            spins += 1
-            head = bench_load_acq(&q.head)
+        _wait_at_least(&q.head, i + 1)                          # block i is published
         p = q.slot[i & (BENCH_SPSC_CAP - 1)]
         bench_store_rel(&q.tail, i + 1)
         if p == <void*>1:

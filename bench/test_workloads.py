@@ -8,9 +8,9 @@ and the proof that hakmem's counters moved by the ops run. Track regressions wit
 import pytest
 
 import hakmem
-from hakmem import bench as B
-from hakmem import bench_records as R
-from hakmem import bench_runner as BR
+from hakmem.bench import loops as B
+from hakmem.bench import records as R
+from hakmem.bench import runner as BR
 
 
 def _allocators():
@@ -48,38 +48,26 @@ def restore_config():
     hakmem.configure(heap_v2=saved)
 
 
-CASES = [(wl, t) for wl in BR.C_WORKLOADS for t in [1]] + [("threads-2", f) for f in BR.FIXED]
+CASES = [(wl, None) for wl in BR.DEFAULT_WORKLOADS] + [("threads-2", f) for f in BR.FIXED]
 
 
 @pytest.mark.parametrize("alloc,heap_v2", ALLOCS, ids=[a for a, _ in ALLOCS])
 @pytest.mark.parametrize("workload,variant", CASES,
-                         ids=[w if w in BR.C_WORKLOADS else f"{w}:{v}" for w, v in CASES])
+                         ids=[w if v is None else f"{w}:{v}" for w, v in CASES])
 def test_workload(benchmark, bench_ops, restore_config, workload, variant, alloc, heap_v2):
     a = _make(alloc)
-    multi = workload.startswith("threads-") or workload == "xthread64"
-    if multi and a.needs_gil:
+    if BR.workload_spec(workload)["kind"] in BR.MULTI and a.needs_gil:
         pytest.skip("pymalloc needs the GIL; not run on several threads")
     if heap_v2 is not None:
         hakmem.configure(heap_v2=heap_v2)
-    if workload.startswith("threads-"):
-        n = int(workload.split("-")[1])
-        p = BR.C_WORKLOADS[variant]
-        fn, blocks = (lambda: B.run_threads(a, n, p["size"], p["ws"], bench_ops)), n * bench_ops
-    else:
-        p = BR.C_WORKLOADS[workload]
-        if p["kind"] == "ring":
-            fn = lambda: B.run_ring(a, p["size"], p["ws"], bench_ops)  # noqa: E731
-        elif p["kind"] == "mixed":
-            fn = lambda: B.run_mixed(a, p["ws"], bench_ops)  # noqa: E731
-        else:
-            fn = lambda: B.run_xthread(a, p["size"], bench_ops)  # noqa: E731
-        blocks = bench_ops
-    inner = []
+    inner = []       # (wall seconds, CPU seconds, blocks) per call
     before = _counts()
-    benchmark.pedantic(lambda: inner.append(fn()), rounds=5, warmup_rounds=1, iterations=1)
+    benchmark.pedantic(lambda: inner.append(BR.run_once(workload, a, bench_ops, variant)),
+                       rounds=5, warmup_rounds=1, iterations=1)
     after = _counts()
     calls = len(inner)
-    best = min(inner)
+    best = min(t for t, _, _ in inner)
+    blocks = inner[0][2]
     benchmark.extra_info["mops_best"] = blocks / best / 1e6
     benchmark.extra_info["pymalloc_gil_held"] = a.needs_gil
     if heap_v2 is not None:

@@ -1,6 +1,6 @@
 """``python -m hakmem <command>`` (or the ``hakmem`` script): dispatch to the subcommands.
 
-Commands: ``bench`` (:mod:`hakmem.bench_cli`), ``run`` (a program with hakmem as
+Commands: ``bench`` (:mod:`hakmem.bench.cli`), ``run`` (a program with hakmem as
 CPython's allocator, :mod:`hakmem.run_cli`).
 
 Each subcommand lives in its own module with an ``add_<name>_parser(subparsers)``
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     parser = _OneLineParser(prog="python -m hakmem",
                             description="hakmem: a tiny-object allocator for Python and Cython")
     sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_OneLineParser)
-    from hakmem.bench_cli import add_bench_parser
+    from hakmem.bench.cli import add_bench_parser
     from hakmem.run_cli import add_run_parser
     add_bench_parser(sub)
     add_run_parser(sub)

@@ -24,7 +24,7 @@ import pytest
 
 import hakmem
 from hakmem import pyalloc
-from hakmem.pyworkloads import run_workload
+from hakmem.bench.programs import run_workload
 
 PY = sys.executable
 CHILD = os.environ.get("_HAKMEM_INSTALL_TESTS_CHILD") == "1"

@@ -1,81 +1,119 @@
-"""hakmem.bench_runner — runs the benchmark's workloads and gathers the results.
+"""hakmem.bench.runner — runs the benchmark's workloads and gathers the results.
 
-The loops live in :mod:`hakmem.bench` (nogil C); this module picks allocators,
-interleaves runs, checks from hakmem's own counters that hakmem really served
-every op, measures memory in fresh child processes, and returns one dict whose
-keys are documented in docs/bench.md (``SCHEMA`` names the version).
+The loops live in :mod:`hakmem.bench.loops` and :mod:`hakmem.bench.threads` (nogil C);
+this module picks allocators, interleaves runs, checks from hakmem's own counters
+that hakmem really served every op, measures memory in fresh child processes, and
+returns one dict whose keys are documented in docs/bench.md (``SCHEMA`` names the
+version).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 import hakmem
-from hakmem import bench as _b
-from hakmem import bench_records as _rec
+from hakmem.bench import child, goals, loops, records, threads
 
-__all__ = ["SCHEMA", "C_WORKLOADS", "DEFAULT_WORKLOADS", "MIMALLOC", "BenchError",
-           "Options", "parse_workloads", "make_allocators", "run", "TARGETS"]
+__all__ = ["SCHEMA", "DEFAULT_WORKLOADS", "FULL_WORKLOADS", "MIMALLOC", "BenchError",
+           "Options", "workload_spec", "parse_workloads", "check_vs_path", "make_allocators",
+           "allocator_from_spec", "CountCheck", "hakmem_counts", "run_once", "live_block_memory",
+           "run"]
 
-SCHEMA = "hakmem-bench/1"
+SCHEMA = "hakmem-bench/2"
 MIMALLOC = "libmimalloc.so.2"
 
-# name -> how the C loop is driven
-C_WORKLOADS: Dict[str, Dict[str, Any]] = {
-    "fixed16_ws60": {"kind": "ring", "size": 16, "ws": 60},
-    "fixed256_ws50": {"kind": "ring", "size": 256, "ws": 50},
-    "mixed16-1024_ws256": {"kind": "mixed", "ws": 256},
-    "xthread64": {"kind": "xthread", "size": 64},
-}
-FIXED = ("fixed16_ws60", "fixed256_ws50")     # what threads-N runs
-SLAB_BYTES = 64 * 1024                        # hakmem slab size (hakmem.slab)
+FIXED = {"fixed16_ws60": (16, 60), "fixed256_ws50": (256, 50)}   # what threads-N runs
+MIXED = "mixed16-1024_ws256"
+SIMPLE_N = (25, 100, 400, 1600)          # glibc-simple's block counts
+XM_SIZE = 64                             # xthread64 and xmalloc-test block size
+SLAB_BYTES = 64 * 1024                   # hakmem slab size (hakmem.slab)
 MAX_THREADS = 64
+EXTRAS = ("memory", "callpath", "records", "python")   # not C loops: their own tables
+MULTI = ("threads", "xthread", "xmalloc")     # loops on new threads: pymalloc cannot run them
 
 
-def _default_workloads() -> List[str]:
-    out = list(C_WORKLOADS) + ["threads-1", "threads-2"]
-    if (os.cpu_count() or 1) >= 4:
-        out.append("threads-4")
-    out += ["records", "callpath", "python"]
+def _n_suffix(name: str, prefix: str, lo: int, hi: int) -> Optional[int]:
+    """N of ``<prefix>N`` if it is an integer in lo..hi; None if name has another prefix."""
+    if not name.startswith(prefix):
+        return None
+    n = name[len(prefix):]
+    if not n.isdigit() or not lo <= int(n) <= hi:
+        raise BenchError(f"bad workload {name!r}: {prefix}N needs N in {lo}..{hi}")
+    return int(n)
+
+
+def workload_spec(name: str) -> Dict[str, Any]:
+    """How the C loop of workload ``name`` is driven: ``kind`` (ring, mixed, simple,
+    xthread, xmalloc, threads) and its parameters; ``threads`` = threads it runs on.
+
+    Raises BenchError for a name that is not a C-loop workload.
+    """
+    if name in FIXED:
+        size, ws = FIXED[name]
+        return {"kind": "ring", "size": size, "ws": ws, "threads": 1}
+    if name == MIXED:
+        return {"kind": "mixed", "ws": 256, "threads": 1}
+    if name == "xthread64":
+        return {"kind": "xthread", "size": XM_SIZE, "threads": 2}
+    n = _n_suffix(name, "glibc-simple_n", 1, 4096)
+    if n is not None:
+        return {"kind": "simple", "n": n, "threads": 1}
+    n = _n_suffix(name, "xmalloc-test-", 1, MAX_THREADS // 2)
+    if n is not None:
+        return {"kind": "xmalloc", "size": XM_SIZE, "n": n, "threads": 2 * n}
+    n = _n_suffix(name, "threads-", 1, MAX_THREADS)
+    if n is not None:
+        return {"kind": "threads", "n": n, "threads": n}
+    raise BenchError(f"unknown workload {name!r}; known: {KNOWN}")
+
+
+def _default_workloads(full: bool) -> List[str]:
+    xm = [1, 2] + ([(os.cpu_count() or 1) // 2] if (os.cpu_count() or 1) >= 8 else [])
+    out = list(FIXED) + [MIXED, "xthread64"] + [f"glibc-simple_n{n}" for n in SIMPLE_N] \
+        + [f"xmalloc-test-{n}" for n in xm]
+    if full:
+        out += ["threads-1", "threads-2"] + (["threads-4"] if (os.cpu_count() or 1) >= 4 else [])
+        out += list(EXTRAS)
     return out
 
 
-DEFAULT_WORKLOADS = _default_workloads()
-KNOWN = ("fixed16_ws60, fixed256_ws50, mixed16-1024_ws256, xthread64, threads-N, records, "
-         "callpath, python")
+DEFAULT_WORKLOADS = _default_workloads(False)
+FULL_WORKLOADS = _default_workloads(True)
+KNOWN = ("fixed16_ws60, fixed256_ws50, mixed16-1024_ws256, xthread64, glibc-simple "
+         "(= glibc-simple_n25,_n100,_n400,_n1600; any _nN), xmalloc-test-N, threads-N, "
+         "memory, callpath, records, python")
+
+
+_PREFIX = {"threads": "threads-", "xmalloc": "xmalloc-test-", "simple": "glibc-simple_n"}
 
 
 class BenchError(ValueError):
     """A bad benchmark argument (unknown workload, bad count, unusable library)."""
 
 
-def parse_workloads(text: Optional[str]) -> List[str]:
-    """Split ``a,b`` into workload names, checking each; None gives the default set."""
+def parse_workloads(text: Optional[str], full: bool = False) -> List[str]:
+    """Split ``a,b`` into workload names, checking each; None gives the default set
+    (``full``: every workload). ``glibc-simple`` stands for its four block counts."""
     if text is None:
-        return list(DEFAULT_WORKLOADS)
+        return list(FULL_WORKLOADS if full else DEFAULT_WORKLOADS)
     out: List[str] = []
     for w in (t.strip() for t in text.split(",")):
         if not w:
             continue
-        if w in C_WORKLOADS or w in ("records", "callpath", "python"):
-            pass
-        elif w.startswith("threads-"):
-            n = w[len("threads-"):]
-            if not n.isdigit() or not 1 <= int(n) <= MAX_THREADS:
-                raise BenchError(f"bad workload {w!r}: threads-N needs N in 1..{MAX_THREADS}")
-            w = f"threads-{int(n)}"
-        else:
-            raise BenchError(f"unknown workload {w!r}; known: {KNOWN}")
-        if w not in out:
-            out.append(w)
+        names = [f"glibc-simple_n{n}" for n in SIMPLE_N] if w == "glibc-simple" else [w]
+        for name in names:
+            if name not in EXTRAS:
+                spec = workload_spec(name)
+                prefix = _PREFIX.get(spec["kind"])
+                if prefix:
+                    name = f"{prefix}{spec['n']}"      # threads-02 -> threads-2
+            if name not in out:
+                out.append(name)
     if not out:
         raise BenchError("no workload given")
     # scaling needs its one-thread reference
@@ -86,7 +124,7 @@ def parse_workloads(text: Optional[str]) -> List[str]:
 
 @dataclass
 class Options:
-    """What to run. Counts are per run (per thread for threads-N)."""
+    """What to run. Counts are per run (per thread for threads-N and xmalloc-test-N)."""
 
     workloads: List[str] = field(default_factory=lambda: list(DEFAULT_WORKLOADS))
     ops: int = 2_000_000
@@ -123,42 +161,50 @@ class Alloc:
 
     @property
     def is_hakmem(self) -> bool:
+        """True for the hakmem columns (whose runs get the exact-count check)."""
         return self.heap_v2 is not None
 
     @property
     def needs_gil(self) -> bool:
+        """True for pymalloc: its runs hold the GIL and it runs no multi-thread workload."""
         return bool(self.obj.needs_gil)
+
+
+def check_vs_path(path: str) -> None:
+    """BenchError if ``path`` names a file that cannot be read. A bare name without a
+    slash (``libjemalloc.so.2``) is left to the dynamic linker's search, as dlopen does."""
+    if "/" in path and (not os.path.exists(path) or not os.access(path, os.R_OK)):
+        raise BenchError(f"--vs {path}: cannot read the library")
 
 
 def make_allocators(opts: Options) -> tuple:
     """(allocators, skipped lines). Raises BenchError for an unusable --vs library."""
     allocs = [
-        Alloc("hakmem", _b.hakmem_allocator("hakmem"), heap_v2=True, spec="hakmem",
+        Alloc("hakmem", loops.hakmem_allocator("hakmem"), heap_v2=True, spec="hakmem",
               note="magazine (TinyHeapV2) on"),
-        Alloc("hakmem-nomag", _b.hakmem_allocator("hakmem-nomag"), heap_v2=False,
+        Alloc("hakmem-nomag", loops.hakmem_allocator("hakmem-nomag"), heap_v2=False,
               spec="hakmem-nomag", note="magazine off: TLS free list only"),
-        Alloc("libc", _b.libc_allocator(), spec="libc", note="glibc malloc/free"),
-        Alloc("pymalloc", _b.pymalloc_allocator(), spec="pymalloc",
+        Alloc("libc", loops.libc_allocator(), spec="libc", note="glibc malloc/free"),
+        Alloc("pymalloc", loops.pymalloc_allocator(), spec="pymalloc",
               note="PyObject_Malloc/Free; runs hold the GIL; skipped on multi-thread workloads"),
     ]
     skipped: List[str] = []
     if opts.mimalloc:
         try:
-            a = _b.dl_allocator(MIMALLOC, "mimalloc", "mi_malloc", "mi_free")
+            a = loops.dl_allocator(MIMALLOC, "mimalloc", "mi_malloc", "mi_free")
             allocs.append(Alloc("mimalloc", a, spec=f"dl:{MIMALLOC}:mi_malloc:mi_free",
                                 note=f"mi_malloc/mi_free from {a.path}"))
         except OSError as e:
             skipped.append(f"mimalloc skipped: {e} (Debian package libmimalloc2.0)")
     seen = {a.name for a in allocs}
     for path in opts.vs:
-        if not os.path.exists(path) or not os.access(path, os.R_OK):
-            raise BenchError(f"--vs {path}: cannot read the library")
+        check_vs_path(path)
         base = os.path.basename(path).split(".so")[0]
         name = base[3:] if base.startswith("lib") else base
         while name in seen:
             name += "'"
         try:
-            a = _b.dl_allocator(path, name)
+            a = loops.dl_allocator(path, name)
         except OSError as e:
             raise BenchError(f"--vs {path}: {e}") from None
         seen.add(name)
@@ -166,30 +212,37 @@ def make_allocators(opts: Options) -> tuple:
     return allocs, skipped
 
 
-def _alloc_from_spec(spec: str):
-    """Rebuild an allocator in a child process from its spec string."""
+def allocator_from_spec(spec: str) -> Any:
+    """Rebuild an allocator (hakmem.bench.loops.Allocator) from its spec string, as a
+    child process does; for hakmem specs, also switch the magazine as the spec says."""
     if spec in ("hakmem", "hakmem-nomag"):
         hakmem.configure(heap_v2=(spec == "hakmem"))
-        return _b.hakmem_allocator(spec)
+        return loops.hakmem_allocator(spec)
     if spec == "libc":
-        return _b.libc_allocator()
+        return loops.libc_allocator()
     if spec == "pymalloc":
-        return _b.pymalloc_allocator()
+        return loops.pymalloc_allocator()
     if spec.startswith("dl:"):
         path, m, f = spec.split(":", 1)[1].rsplit(":", 2)
-        return _b.dl_allocator(path, os.path.basename(path), m, f)
+        return loops.dl_allocator(path, os.path.basename(path), m, f)
     raise ValueError(f"bad allocator spec {spec!r}")
 
 
 # ---- hakmem's own counters: proof that hakmem served the ops --------------------
-def _hak_counts() -> Dict[str, int]:
+def hakmem_counts() -> Dict[str, int]:
+    """hakmem's counters the exact-count check reads (allocs and frees, large included)."""
     s = hakmem.stats()
     return {k: s[k] for k in ("allocs", "frees", "mag_hits", "mag_misses", "bytes_mapped",
                               "large_allocs", "large_frees")}
 
 
-class _Proof:
-    """Accumulates hakmem's counter deltas over the measured runs of one cell."""
+class CountCheck:
+    """The exact-count check: hakmem's counters must move by exactly the ops run.
+
+    :meth:`add` takes two :func:`hakmem_counts` snapshots around one run and raises
+    RuntimeError if allocs or frees moved by anything but ``expected``; it sums the
+    deltas (and magazine hits/misses) over the measured runs of one cell.
+    """
 
     def __init__(self) -> None:
         self.expected = 0
@@ -199,6 +252,7 @@ class _Proof:
         self.mag_misses = 0
 
     def add(self, before: Dict[str, int], after: Dict[str, int], expected: int, where: str) -> None:
+        """Check one run (see the class docstring); ``where`` names it in the error."""
         da = (after["allocs"] - before["allocs"]) + (after["large_allocs"] - before["large_allocs"])
         df = (after["frees"] - before["frees"]) + (after["large_frees"] - before["large_frees"])
         if da != expected or df != expected:
@@ -212,6 +266,7 @@ class _Proof:
         self.mag_misses += after["mag_misses"] - before["mag_misses"]
 
     def as_dict(self) -> Dict[str, Any]:
+        """The sums, as the ``hakmem_check`` of a results row."""
         looked = self.mag_hits + self.mag_misses
         return {"expected_ops": self.expected, "allocs": self.allocs, "frees": self.frees,
                 "mag_hits": self.mag_hits, "mag_misses": self.mag_misses,
@@ -219,21 +274,30 @@ class _Proof:
 
 
 # ---- one measurement ------------------------------------------------------------
-def _once(wl: str, a: Alloc, ops: int, threads: int, fixed: Optional[str]) -> tuple:
-    """Run one workload once; return (wall seconds, CPU seconds or None, blocks counted as ops).
+def run_once(wl: str, obj: Any, ops: int, fixed: Optional[str] = None) -> tuple:
+    """Run C-loop workload ``wl`` once on allocator ``obj`` (a hakmem.bench.loops.Allocator);
+    return (wall seconds, CPU seconds or None, blocks counted as ops).
 
-    CPU seconds (the calling thread's) are measured for the one-thread loops only.
+    ``ops`` is per thread; threads-N runs the ring ``fixed`` names. glibc-simple runs
+    ops // n whole rounds. CPU seconds (the calling thread's) are measured for the
+    one-thread loops only.
     """
+    spec = workload_spec(wl)
     cpu: List[float] = []
-    if wl.startswith("threads-"):
-        p = C_WORKLOADS[fixed]
-        return _b.run_threads(a.obj, threads, p["size"], p["ws"], ops), None, threads * ops
-    p = C_WORKLOADS[wl]
-    if p["kind"] == "ring":
-        return _b.run_ring(a.obj, p["size"], p["ws"], ops, cpu=cpu), cpu[0], ops
-    if p["kind"] == "mixed":
-        return _b.run_mixed(a.obj, p["ws"], ops, cpu=cpu), cpu[0], ops
-    return _b.run_xthread(a.obj, p["size"], ops), None, ops
+    k = spec["kind"]
+    if k == "threads":
+        size, ws = FIXED[fixed]
+        return threads.run_threads(obj, spec["n"], size, ws, ops), None, spec["n"] * ops
+    if k == "ring":
+        return loops.run_ring(obj, spec["size"], spec["ws"], ops, cpu=cpu), cpu[0], ops
+    if k == "mixed":
+        return loops.run_mixed(obj, spec["ws"], ops, cpu=cpu), cpu[0], ops
+    if k == "simple":
+        rounds = max(1, ops // spec["n"])
+        return loops.run_simple(obj, spec["n"], rounds, cpu=cpu), cpu[0], rounds * spec["n"]
+    if k == "xmalloc":
+        return threads.run_xmalloc(obj, spec["n"], spec["size"], ops), None, spec["n"] * ops
+    return threads.run_xthread(obj, spec["size"], ops), None, ops
 
 
 def _summary(mops: List[float]) -> Dict[str, Any]:
@@ -241,11 +305,13 @@ def _summary(mops: List[float]) -> Dict[str, Any]:
             "runs": mops}
 
 
-def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: List[Alloc],
+def _measure_cell_rounds(wl: str, fixed: Optional[str], allocs: List[Alloc],
                          opts: Options, tick: Callable[[str], None]) -> List[Dict[str, Any]]:
     """Warm up each allocator, then `runs` rounds, allocators interleaved in each round."""
     label = f"{wl}/{fixed}" if fixed else wl
-    proofs = {a.name: _Proof() for a in allocs if a.is_hakmem}
+    spec = workload_spec(wl)
+    nthreads = spec["threads"]
+    proofs = {a.name: CountCheck() for a in allocs if a.is_hakmem}
     mops: Dict[str, List[float]] = {a.name: [] for a in allocs}
     cpu_mops: Dict[str, List[float]] = {a.name: [] for a in allocs}
     spin: List[float] = []
@@ -256,10 +322,10 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
             tick(f"{label} {a.name} {'run ' + str(r - opts.warmup + 1) if measured else 'warm-up'}")
             if a.is_hakmem:
                 hakmem.configure(heap_v2=a.heap_v2)
-                before = _hak_counts()
-            dt, cpu, blocks = _once(wl, a, opts.ops, threads, fixed)
+                before = hakmem_counts()
+            dt, cpu, blocks = run_once(wl, a.obj, opts.ops, fixed)
             if a.is_hakmem:
-                after = _hak_counts()
+                after = hakmem_counts()
                 if measured:
                     proofs[a.name].add(before, after, blocks, f"{label} [{a.name}]")
                     mapped[a.name].append(after["bytes_mapped"] - before["bytes_mapped"])
@@ -271,17 +337,17 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
             # the machine's own scaling, in the same round: N arithmetic threads vs one
             tick(f"{label} cpu reference")
             iters = max(1_000_000, 10 * opts.ops)
-            one = _b.run_spin(1, iters)
-            many = _b.run_spin(threads, iters) / threads
+            one = threads.run_spin(1, iters)
+            many = threads.run_spin(nthreads, iters) / nthreads
             spin.append(one / many)
     out = []
     for a in allocs:
         row: Dict[str, Any] = {
             "workload": wl if not fixed else f"{wl}:{fixed}",
             "base_workload": fixed or wl,
-            "threads": threads if fixed else (2 if C_WORKLOADS[wl]["kind"] == "xthread" else 1),
+            "threads": nthreads,
             "allocator": a.name,
-            "ops_per_run": opts.ops * (threads if fixed else 1),
+            "ops_per_run": opts.ops * (spec["n"] if spec["kind"] in ("threads", "xmalloc") else 1),
             "mops": _summary(mops[a.name]),
             "mops_cpu": _summary(cpu_mops[a.name]) if cpu_mops[a.name] else None,
             "gil_held": a.needs_gil,
@@ -296,21 +362,22 @@ def _measure_cell_rounds(wl: str, fixed: Optional[str], threads: int, allocs: Li
 
 
 # ---- memory: bytes per live block (fresh child per allocator) ---------------------
-def _mem_child(spec: str, n: int) -> Dict[str, Any]:
-    """In a fresh interpreter: the marginal memory of n more live mixed-size blocks.
+def live_block_memory(spec: str, n: int) -> Dict[str, Any]:
+    """The marginal memory of n more live mixed-size blocks, measured in this process.
 
-    A first batch of n blocks soaks up memory the allocator (or the interpreter,
-    for libc) already had resident; then RSS is read, a second batch of n blocks
-    (the same size sequence) is allocated with every byte written, and RSS is read
-    again. bytes_per_block = RSS growth / n. For hakmem the growth in active 64 KiB
-    slabs over the second batch is reported too (its own view of the same thing).
+    Meant for a fresh interpreter (the runner starts one per allocator). A first batch
+    of n blocks soaks up memory the allocator (or the interpreter, for libc) already
+    had resident; then RSS is read, a second batch of n blocks (the same size sequence)
+    is allocated with every byte written, and RSS is read again. bytes_per_block = RSS
+    growth / n. For hakmem the growth in active 64 KiB slabs over the second batch is
+    reported too (its own view of the same thing).
     """
-    a = _alloc_from_spec(spec)
-    first = _b.LiveBlocks(a, n)
+    a = allocator_from_spec(spec)
+    first = loops.LiveBlocks(a, n)
     st0 = hakmem.stats()
-    before_rss = _rec.rss_bytes()
-    held = _b.LiveBlocks(a, n)
-    after_rss = _rec.rss_bytes()
+    before_rss = records.rss_bytes()
+    held = loops.LiveBlocks(a, n)
+    after_rss = records.rss_bytes()
     st1 = hakmem.stats()
     out = {"blocks": n, "requested_bytes": held.requested,
            "mean_request": held.requested / n,
@@ -325,22 +392,27 @@ def _mem_child(spec: str, n: int) -> Dict[str, Any]:
 
 
 def _mem_measure(a: Alloc, n: int) -> Dict[str, Any]:
-    code = ("import json; from hakmem.bench_runner import _mem_child; "
-            f"print(json.dumps(_mem_child({a.spec!r}, {int(n)})))")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [_rec._root(), env.get("PYTHONPATH", "")] if p)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env, cwd=_rec._root())
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"memory child for {a.name} failed: {last}")
-    d = json.loads(r.stdout.strip().splitlines()[-1])
+    d = child.call("hakmem.bench.runner:live_block_memory", a.spec, int(n),
+                   what=f"bytes per live block ({a.name})", timeout=120)
     d["allocator"] = a.name
     d["overhead_bytes"] = d["bytes_per_block"] - d["mean_request"]
     return d
 
 
 # ---- the call path: vtable vs calling the cimported function by name --------------
+def _in_module_ring() -> Callable[[int, int, int], float]:
+    """hakmem.front's own copy of the ring loop (compiled where hak_malloc can inline).
+
+    front publishes it as ``ring_in_module``; builds from before that rename only have
+    the bench hook under its old underscore name.
+    """
+    from hakmem import front
+    fn = getattr(front, "ring_in_module", None) or getattr(front, "_ring_in_module", None)
+    if fn is None:
+        raise RuntimeError("callpath: hakmem.front has no ring_in_module")
+    return fn
+
+
 def _callpath(opts: Options, tick: Callable[[str], None]) -> Dict[str, Any]:
     """fixed16_ws60 with hak_malloc/hak_free through the vtable vs called by name.
 
@@ -351,19 +423,20 @@ def _callpath(opts: Options, tick: Callable[[str], None]) -> Dict[str, Any]:
     res: Dict[str, List[float]] = {"hakmem_vtable": [], "hakmem_direct": [],
                                    "hakmem_in_module": [],
                                    "libc_vtable": [], "libc_direct": []}
-    hk = _b.hakmem_allocator()
-    lc = _b.libc_allocator()
+    hk = loops.hakmem_allocator()
+    lc = loops.libc_allocator()
+    in_module = _in_module_ring()
     hakmem.configure(heap_v2=True)
     for r in range(opts.warmup + opts.runs):
         tick(f"callpath round {r + 1}")
-        before = _hak_counts()
-        t = {"hakmem_vtable": _b.run_ring(hk, 16, 60, opts.ops),
-             "hakmem_direct": _b.run_ring_direct("hakmem", 16, 60, opts.ops),
-             "hakmem_in_module": hakmem.front._ring_in_module(opts.ops, 60, 16),
-             "libc_vtable": _b.run_ring(lc, 16, 60, opts.ops),
-             "libc_direct": _b.run_ring_direct("libc", 16, 60, opts.ops)}
-        after = _hak_counts()
-        _Proof().add(before, after, 3 * opts.ops, "callpath")
+        before = hakmem_counts()
+        t = {"hakmem_vtable": loops.run_ring(hk, 16, 60, opts.ops),
+             "hakmem_direct": loops.run_ring_direct("hakmem", 16, 60, opts.ops),
+             "hakmem_in_module": in_module(opts.ops, 60, 16),
+             "libc_vtable": loops.run_ring(lc, 16, 60, opts.ops),
+             "libc_direct": loops.run_ring_direct("libc", 16, 60, opts.ops)}
+        after = hakmem_counts()
+        CountCheck().add(before, after, 3 * opts.ops, "callpath")
         if r >= opts.warmup:
             for k, v in t.items():
                 res[k].append(opts.ops / v / 1e6)
@@ -372,47 +445,10 @@ def _callpath(opts: Options, tick: Callable[[str], None]) -> Dict[str, Any]:
     out["libc_vtable_over_direct"] = out["libc_vtable"]["median"] / out["libc_direct"]["median"]
     out["in_module_loop"] = out["hakmem_in_module"]
     out["cimport_over_in_module"] = out["hakmem_direct"]["median"] / out["hakmem_in_module"]["median"]
-    out["note"] = ("hakmem_direct calls hak_malloc/hak_free from hakmem.bench through Cython's "
+    out["note"] = ("hakmem_direct calls hak_malloc/hak_free from hakmem.bench.loops through Cython's "
                    "imported function pointers (the cimport path); hakmem_in_module is the same "
-                   "loop compiled inside hakmem.front (front._ring_in_module), where the "
+                   "loop compiled inside hakmem.front (front.ring_in_module), where the "
                    "compiler may inline them")
-    return out
-
-
-# ---- targets from the issue -------------------------------------------------------
-TARGETS = [
-    # (name, workload, baseline, goal ratio)
-    ("fixed16_ws60 >= 1.15x pymalloc", "fixed16_ws60", "pymalloc", 1.15),
-    ("fixed16_ws60 >= 1.25x mimalloc", "fixed16_ws60", "mimalloc", 1.25),
-    ("fixed256_ws50 >= 1.15x pymalloc", "fixed256_ws50", "pymalloc", 1.15),
-    ("fixed256_ws50 >= 1.25x mimalloc", "fixed256_ws50", "mimalloc", 1.25),
-    ("mixed16-1024_ws256 >= 1.2x mimalloc", "mixed16-1024_ws256", "mimalloc", 1.2),
-    ("xthread64 >= 1.5x mimalloc", "xthread64", "mimalloc", 1.5),
-]
-
-
-def _targets(res: Dict[str, Any]) -> List[Dict[str, Any]]:
-    ratio = {(r["workload"], r["baseline"]): r for r in res["ratios"]}
-    out = []
-    for name, wl, base, goal in TARGETS:
-        r = ratio.get((wl, base))
-        if r is not None:
-            out.append({"target": name, "value": r["ratio"], "goal": goal,
-                        "met": r["ratio"] >= goal, "value_cpu": r["ratio_cpu"]})
-    mem = {m["allocator"]: m for m in res["memory"]}
-    if "hakmem" in mem and "mimalloc" in mem:
-        v = mem["hakmem"]["bytes_per_block"] / mem["mimalloc"]["bytes_per_block"]
-        out.append({"target": "mixed bytes/live block <= mimalloc", "value": v, "goal": 1.0,
-                    "met": v <= 1.0, "lower_is_better": True})
-    for s in res["scaling"]:
-        if s["allocator"] == "hakmem" and s["threads"] == 2:
-            out.append({"target": f"{s['workload']} 2 threads >= 1.8x 1 thread",
-                        "value": s["speedup"], "goal": 1.8, "met": s["speedup"] >= 1.8})
-    cp = res.get("callpath")
-    if cp:
-        v = cp["cimport_over_in_module"]
-        out.append({"target": "cimport path within 10% of the in-module loop",
-                    "value": v, "goal": 0.9, "met": v >= 0.9})
     return out
 
 
@@ -437,9 +473,13 @@ def run(opts: Options) -> Dict[str, Any]:
         "allocators": [{"name": a.name, "note": a.note, "gil_held": a.needs_gil} for a in allocs],
         "notes": list(skipped_lines),
         "results": [], "skipped": [], "ratios": [], "scaling": [], "memory": [],
-        "records": [], "callpath": None, "targets": [], "scaling_reference": [],
+        "records": [], "callpath": None, "goals": [], "scaling_reference": [],
         "python_programs": None,
     }
+    tun = os.environ.get("GLIBC_TUNABLES", "")
+    if "optional_static_tls" in tun and opts.vs:
+        res["notes"].append(f"GLIBC_TUNABLES={tun} (room in the static TLS block for --vs "
+                            f"libraries that use initial-exec TLS)")
     if any(a.needs_gil for a in allocs):
         res["notes"].append("pymalloc (PyObject_Malloc) runs hold the GIL, as the C API "
                             "requires; it is skipped on multi-thread workloads")
@@ -447,37 +487,37 @@ def run(opts: Options) -> Dict[str, Any]:
     # planned steps, for the progress line
     steps = []
     for wl in opts.workloads:
-        if wl in C_WORKLOADS:
-            steps.append((wl, None, 1))
-        elif wl.startswith("threads-"):
-            for f in FIXED:
-                steps.append((wl, f, int(wl.split("-")[1])))
-    n_steps = len(steps) + (1 if "mixed16-1024_ws256" in opts.workloads else 0) \
-        + (1 if "records" in opts.workloads else 0) + (1 if "callpath" in opts.workloads else 0) \
-        + (1 if "python" in opts.workloads else 0)
+        if wl in EXTRAS:
+            continue
+        if wl.startswith("threads-"):
+            steps += [(wl, f) for f in FIXED]
+        else:
+            steps.append((wl, None))
+    n_steps = len(steps) + sum(1 for w in EXTRAS if w in opts.workloads)
     done = [0]
 
     def tick(msg: str) -> None:
         say(f"[{done[0] + 1}/{n_steps}] {msg}  ({time.perf_counter() - t_start:.0f}s)")
 
     try:
-        for wl, fixed, threads in steps:
-            multi = fixed is not None or C_WORKLOADS[wl]["kind"] == "xthread"
+        for wl, fixed in steps:
+            multi = workload_spec(wl)["kind"] in MULTI
             use = [a for a in allocs if not (multi and a.needs_gil)]
             for a in allocs:
                 if a not in use:
                     res["skipped"].append({"workload": f"{wl}:{fixed}" if fixed else wl,
                                            "allocator": a.name,
                                            "reason": "needs the GIL; cannot run on several threads"})
-            rows = _measure_cell_rounds(wl, fixed, threads, use, opts, tick)
+            rows = _measure_cell_rounds(wl, fixed, use, opts, tick)
             spin = rows[0].pop("_spin", None) if rows else None
             if spin:
-                res["scaling_reference"].append({"workload": fixed, "threads": threads,
+                res["scaling_reference"].append({"workload": fixed,
+                                                 "threads": workload_spec(wl)["n"],
                                                  "speedups": spin,
                                                  "speedup": statistics.median(spin)})
             res["results"].extend(rows)
             done[0] += 1
-        if "mixed16-1024_ws256" in opts.workloads:
+        if "memory" in opts.workloads:
             for a in allocs:
                 tick(f"bytes per live block {a.name}")
                 res["memory"].append(_mem_measure(a, opts.mem_blocks))
@@ -487,8 +527,8 @@ def run(opts: Options) -> Dict[str, Any]:
             done[0] += 1
         if "records" in opts.workloads:
             res["records"] = _records(opts, tick)
-            if _rec.pool_available():
-                res["notes"].append(f"records: RecordPool skipped ({_rec.pool_available()})")
+            if records.pool_available():
+                res["notes"].append(f"records: RecordPool skipped ({records.pool_available()})")
             done[0] += 1
         if "python" in opts.workloads:
             tick("python programs under hakmem.install() vs pymalloc")
@@ -498,35 +538,35 @@ def run(opts: Options) -> Dict[str, Any]:
         hakmem.configure(heap_v2=saved_cfg["heap_v2"])
 
     _derive(res, allocs)
-    res["targets"] = _targets(res)
+    res["goals"] = goals.evaluate(res)
     res["elapsed_s"] = time.perf_counter() - t_start
     return res
 
 
 def _python_programs(opts: Options) -> Dict[str, Any]:
     """Python programs (dicts, json, strings, re, object trees) with hakmem installed
-    as CPython's allocator vs pymalloc, each side in fresh interpreters (issue 8)."""
-    from hakmem import pyworkloads
-    res = pyworkloads.compare(repeat=2 if opts.quick else 5, rounds=1 if opts.quick else 2)
+    as CPython's allocator vs pymalloc, each side in fresh interpreters."""
+    from hakmem.bench import programs
+    res = programs.compare(repeat=2 if opts.quick else 5, rounds=1 if opts.quick else 2)
     ratios = [v["ratio"] for v in res.values()]
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
     return {"workloads": res, "geomean_ratio": geo, "unit": "CPU seconds, best of runs",
-            "table": pyworkloads.format_compare(res)}
+            "table": programs.format_compare(res)}
 
 
 def _records(opts: Options, tick: Callable[[str], None]) -> List[Dict[str, Any]]:
     out = []
-    kinds = _rec.kinds()
+    kinds = records.kinds()
     times: Dict[str, List[float]] = {k: [] for k in kinds}
     for r in range(opts.warmup + opts.runs):
         for k in kinds:
             tick(f"records {k} round {r + 1}")
-            dt = _rec.run_ring(k, opts.record_ops)
+            dt = records.run_ring(k, opts.record_ops)
             if r >= opts.warmup:
                 times[k].append(opts.record_ops / dt / 1e6)
     for k in kinds:
         tick(f"records {k}: {opts.live_records} alive")
-        mem = _rec.bytes_per_record(k, opts.live_records)
+        mem = records.bytes_per_record(k, opts.live_records)
         out.append({"kind": k, "ops_per_run": opts.record_ops, "mops": _summary(times[k]),
                     "live_records": mem["records"], "bytes_per_record": mem["bytes_per_record"],
                     "storage_bytes_per_record": (mem["storage_bytes"] / mem["records"]
@@ -542,7 +582,8 @@ def _derive(res: Dict[str, Any], allocs: List[Alloc]) -> None:
     if res["cpu_share"] is not None and res["cpu_share"] < 0.85:
         res["notes"].append(
             f"the machine was busy: one-thread runs got {100 * res['cpu_share']:.0f}% of a CPU "
-            f"(median); wall-clock figures are low and noisy, the per-CPU-second table less so")
+            f"(median); wall-clock figures are low and noisy; the per-CPU-second table "
+            f"(--full) is steadier")
     med = {(r["workload"], r["allocator"]): r["mops"]["median"] for r in res["results"]}
     cpu = {(r["workload"], r["allocator"]): r["mops_cpu"]["median"] for r in res["results"]
            if r.get("mops_cpu")}

@@ -1,4 +1,4 @@
-"""hakmem.bench_records — the Python-level record workload of the benchmark.
+"""hakmem.bench.records — the Python-level record workload of the benchmark.
 
 Records of 16 bytes (two float64 fields ``x``, ``y``) held in a ring of 60 slots;
 each op drops the record in slot ``i mod 60`` and creates a new one there. The
@@ -13,15 +13,15 @@ them in a list allocated beforehand, and reports the growth of its resident set
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["RING", "kinds", "run_ring", "bytes_per_record", "rss_bytes"]
+from hakmem.bench import child
+
+__all__ = ["RING", "kinds", "run_ring", "bytes_per_record", "hold_records", "rss_bytes",
+           "pool_available"]
 
 RING = 60  # slots in the ring (the seed's fixed16_ws60 working set)
 
@@ -144,8 +144,12 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _hold(kind: str, n: int) -> Dict[str, object]:
-    """In a fresh interpreter: create n live records of ``kind``, report RSS growth."""
+def hold_records(kind: str, n: int) -> Dict[str, object]:
+    """Create n live records of ``kind`` here and report this process's RSS growth.
+
+    Meant for a fresh interpreter (:func:`bytes_per_record` starts one); the records
+    stay alive until the function returns.
+    """
     extra: Dict[str, object] = {}
     keep: list = [None] * n           # the reference list is not counted
     if kind == "numpy":
@@ -203,21 +207,8 @@ def bytes_per_record(kind: str, n: int, timeout: float = 120.0) -> Dict[str, obj
         raise ValueError(f"unknown record kind {kind!r}; known: {', '.join(kinds())}")
     if n <= 0:
         raise ValueError(f"records must be positive, got {n}")
-    code = ("import json, sys; from hakmem.bench_records import _hold; "
-            f"print(json.dumps(_hold({kind!r}, {int(n)})))")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [_root(), env.get("PYTHONPATH", "")] if p)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=timeout, env=env, cwd=_root())
-    if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"bytes-per-record child for {kind} failed: {last}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def _root() -> str:
-    """The directory holding this copy of the hakmem package (for child processes)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return child.call("hakmem.bench.records:hold_records", kind, int(n),
+                      what=f"bytes per record ({kind})", timeout=timeout)
 
 
 def pool_available() -> Optional[str]:

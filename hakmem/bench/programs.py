@@ -4,7 +4,7 @@ Each workload is ordinary Python code that allocates and drops many small object
 (dicts, lists, strings, floats, json and re results) and returns a digest of what it
 computed, so a run under hakmem can be checked against a run under pymalloc.
 
-    python -m hakmem.pyworkloads [--json] [--scale S] [--repeat R] [name ...]
+    python -m hakmem.bench.programs [--json] [--scale S] [--repeat R] [name ...]
         times the workloads in this process, whatever allocator it has;
     compare()  runs that twice per round in fresh interpreters, once plain (pymalloc)
         and once under ``python -m hakmem run``, and reports the ratio
@@ -17,14 +17,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
-import subprocess
 import sys
 import time
 from typing import Callable, Dict, Iterable, List, Optional
 
-__all__ = ["WORKLOADS", "run_workload", "time_workloads", "compare", "format_compare"]
+from hakmem.bench import child
+
+__all__ = ["WORKLOADS", "run_workload", "time_workloads", "time_in_child", "compare",
+           "format_compare", "main"]
 
 
 def _digest(obj) -> str:
@@ -155,20 +156,16 @@ def time_workloads(names: Optional[Iterable[str]] = None, scale: int = 1,
     return out
 
 
-def _child(hakmem_on: bool, names, scale: int, repeat: int) -> Dict[str, Dict[str, object]]:
-    cmd = [sys.executable]
-    cmd += ["-m", "hakmem", "run", "-m", "hakmem.pyworkloads"] if hakmem_on else \
-           ["-m", "hakmem.pyworkloads"]
-    cmd += ["--json", "--scale", str(scale), "--repeat", str(repeat)] + list(names)
-    env = dict(os.environ)
-    env.pop("HAKMEM_INSTALL", None)      # the baseline must really be pymalloc
-    # Start in the directory holding this copy of hakmem, so `-m` finds this build and
-    # not an uncompiled source checkout in the caller's working directory.
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
-    if r.returncode != 0:
-        raise RuntimeError(f"workload child failed ({' '.join(cmd)}):\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout)
+def time_in_child(hakmem_on: bool, names: Iterable[str], scale: int = 1,
+                  repeat: int = 3) -> Dict[str, Dict[str, object]]:
+    """:func:`time_workloads` in a fresh interpreter: plain (pymalloc), or under
+    ``python -m hakmem run`` when ``hakmem_on``."""
+    args = ["-m", "hakmem", "run", "-m", "hakmem.bench.programs"] if hakmem_on else \
+           ["-m", "hakmem.bench.programs"]
+    args += ["--json", "--scale", str(scale), "--repeat", str(repeat)] + list(names)
+    # the baseline must really be pymalloc
+    return child.run_json(args, f"python programs ({'hakmem' if hakmem_on else 'pymalloc'})",
+                          env={"HAKMEM_INSTALL": None})
 
 
 def compare(names: Optional[Iterable[str]] = None, scale: int = 1, repeat: int = 3,
@@ -191,7 +188,7 @@ def compare(names: Optional[Iterable[str]] = None, scale: int = 1, repeat: int =
         order = (False, True) if rnd % 2 == 0 else (True, False)
         for on in order:
             side = "hakmem" if on else "pymalloc"
-            res = _child(on, names, scale, repeat)
+            res = time_in_child(on, names, scale, repeat)
             for n in names:
                 best[n][side] = min(best[n][side], res[n]["best"])
                 digests[n][side] = res[n]["digest"]
@@ -220,7 +217,7 @@ def format_compare(res: Dict[str, Dict[str, object]]) -> str:
 
 def main(argv=None) -> int:
     """Command line: time the workloads here, or ``--compare`` both allocators."""
-    p = argparse.ArgumentParser(prog="python -m hakmem.pyworkloads",
+    p = argparse.ArgumentParser(prog="python -m hakmem.bench.programs",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("names", nargs="*", help=f"workloads (default all: {', '.join(WORKLOADS)})")
     p.add_argument("--scale", type=int, default=1, help="work per run (default 1)")

@@ -948,7 +948,7 @@ def _thread_cache_state():
     return out
 
 
-def _ring_in_module(long nops, int ws, size_t size):
+def ring_in_module(long nops, int ws, size_t size):
     """Bench hook: the seed's fixed-size ring run inside this module, where the C
     compiler may inline hak_malloc/hak_free; the bench compares it with the same loop
     in another module (the cimport path). Returns elapsed seconds."""

@@ -131,9 +131,12 @@ def test_json_has_the_documented_keys(quick_run):
                 "storage_bytes_per_record"} <= set(x)
     assert [x["kind"] for x in res["records"]] == R.kinds()
     cp = res["callpath"]
-    assert {"hakmem_vtable", "hakmem_direct", "hakmem_in_module", "libc_vtable", "libc_direct",
-            "hakmem_vtable_over_direct", "libc_vtable_over_direct", "cimport_over_in_module",
-            "note"} <= set(cp)
+    ring_keys = {"hakmem_vtable", "hakmem_direct", "hakmem_inline", "hakmem_in_module",
+                 "libc_vtable", "libc_direct", "hakmem_vtable_over_direct",
+                 "libc_vtable_over_direct", "cimport_over_in_module", "inline_over_in_module",
+                 "inline_over_mimalloc"}
+    assert ring_keys | {"note", "fixed256_ws50"} <= set(cp)
+    assert ring_keys <= set(cp["fixed256_ws50"])
     assert res["goals"]
     for g in res["goals"]:
         assert set(g) == {"what", "value", "goal", "met", "value_cpu", "lower_is_better", "text"}

@@ -57,6 +57,12 @@ def evaluate(res: Dict[str, Any]) -> List[Dict[str, Any]]:
     if cp:
         out.append(_goal("hakmem called through cimport vs the in-module loop",
                          cp["cimport_over_in_module"], 0.9))
+        for name, c in (("fixed16_ws60", cp), ("fixed256_ws50", cp["fixed256_ws50"])):
+            out.append(_goal(f"hakmem inline API vs the in-module loop on {name}",
+                             c["inline_over_in_module"], 0.95))
+            if c.get("inline_over_mimalloc") is not None:
+                out.append(_goal(f"hakmem inline API vs mimalloc on {name}",
+                                 c["inline_over_mimalloc"], 1.4))
     return out
 
 

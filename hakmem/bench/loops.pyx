@@ -27,7 +27,7 @@ from libc.stdint cimport uint64_t, uint32_t
 from libc.stdlib cimport malloc as libc_malloc, free as libc_free, calloc as libc_calloc, abort
 from libc.string cimport memset
 
-from hakmem.front cimport hak_malloc, hak_free
+from hakmem.front cimport hak_malloc, hak_free, hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_free
 
 cdef extern from *:
     """
@@ -226,6 +226,37 @@ cdef int _ring_hak_direct(size_t size, uint32_t ws, uint64_t nops) noexcept nogi
     return rc
 
 
+cdef int _ring_hak_inline(size_t size, uint32_t ws, uint64_t nops) noexcept nogil:
+    """bench_ring through the inline heap API (hak_heap_malloc / hak_heap_free compiled
+    into this module): what a cimporting module gets without any call."""
+    cdef void* slots[BENCH_MAX_WS]
+    cdef uint64_t i
+    cdef uint32_t j = 0
+    cdef void* p
+    cdef int rc = 0
+    cdef hak_heap_t* h = hak_heap()
+    if h == NULL:
+        return -1
+    memset(slots, 0, ws * sizeof(void*))
+    for i in range(nops):
+        if slots[j] != NULL:
+            hak_heap_free(h, slots[j])
+        p = hak_heap_malloc(h, size)
+        if p == NULL:
+            slots[j] = NULL
+            rc = -1
+            break
+        bench_touch(p, i)
+        slots[j] = p
+        j += 1
+        if j == ws:
+            j = 0
+    for j in range(ws):
+        if slots[j] != NULL:
+            hak_heap_free(h, slots[j])
+    return rc
+
+
 cdef int _ring_libc_direct(size_t size, uint32_t ws, uint64_t nops) noexcept nogil:
     """bench_ring with libc malloc / free called by name (a direct PLT call)."""
     cdef void* slots[BENCH_MAX_WS]
@@ -402,7 +433,9 @@ def run_simple(Allocator a, uint32_t n, uint64_t rounds, list cpu=None):
 
 
 def run_ring_direct(str which, size_t size, uint32_t ws, uint64_t nops):
-    """The ring workload calling ``which`` ("hakmem" or "libc") by name, not via the vtable."""
+    """The ring workload calling ``which`` by name, not via the vtable: "hakmem"
+    (hak_malloc/hak_free through the cimport table), "hakmem-inline" (the inline heap
+    API compiled into this module) or "libc" (a direct PLT call)."""
     cdef double t0, t1
     cdef int rc
     cdef int w
@@ -411,12 +444,16 @@ def run_ring_direct(str which, size_t size, uint32_t ws, uint64_t nops):
         w = 0
     elif which == "libc":
         w = 1
+    elif which == "hakmem-inline":
+        w = 2
     else:
         raise ValueError(f"run_ring_direct: unknown allocator {which!r}")
     with nogil:
         t0 = bench_now()
         if w == 0:
             rc = _ring_hak_direct(size, ws, nops)
+        elif w == 2:
+            rc = _ring_hak_inline(size, ws, nops)
         else:
             rc = _ring_libc_direct(size, ws, nops)
         t1 = bench_now()

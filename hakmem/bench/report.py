@@ -114,15 +114,25 @@ def _memory(res: Dict[str, Any]) -> List[str]:
             + _table(["allocator", "bytes/block", "over request", "hakmem slabs/block"], rows))
 
 
-def _callpath(cp: Dict[str, Any]) -> List[str]:
-    return ["", "call path, fixed16_ws60 (Mops/s): vtable = the bench's function-pointer loop; "
-                "by name = hak_malloc/hak_free called as a cimporting module calls them",
-            f"  hakmem  vtable {_cell(cp['hakmem_vtable'], True)}   by name "
+def _callpath_lines(name: str, cp: Dict[str, Any]) -> List[str]:
+    mi = (f"   mimalloc vtable {_cell(cp['mimalloc_vtable'], True)}   inline/mimalloc "
+          f"{cp['inline_over_mimalloc']:.2f}" if cp.get("mimalloc_vtable") else "")
+    return [f"  {name}",
+            f"    hakmem  vtable {_cell(cp['hakmem_vtable'], True)}   by name "
             f"{_cell(cp['hakmem_direct'], True)}   by-name/vtable {1 / cp['hakmem_vtable_over_direct']:.2f}",
-            f"  hakmem  in-module {_cell(cp['hakmem_in_module'], True)}   "
-            f"cimport/in-module {cp['cimport_over_in_module']:.2f}",
-            f"  libc    vtable {_cell(cp['libc_vtable'], True)}   direct "
-            f"{_cell(cp['libc_direct'], True)}   direct/vtable {1 / cp['libc_vtable_over_direct']:.2f}"]
+            f"    hakmem  inline (cimport) {_cell(cp['hakmem_inline'], True)}   in-module "
+            f"{_cell(cp['hakmem_in_module'], True)}   inline/in-module {cp['inline_over_in_module']:.2f}"
+            f"   by-name/in-module {cp['cimport_over_in_module']:.2f}",
+            f"    libc    vtable {_cell(cp['libc_vtable'], True)}   direct "
+            f"{_cell(cp['libc_direct'], True)}   direct/vtable {1 / cp['libc_vtable_over_direct']:.2f}"
+            + mi]
+
+
+def _callpath(cp: Dict[str, Any]) -> List[str]:
+    return (["", "call path (Mops/s): vtable = the bench's function-pointer loop; by name = "
+                 "hak_malloc/hak_free called as a cimporting module calls them; inline = the "
+                 "hak_heap_* API compiled into the caller; in-module = the loop inside hakmem.front"]
+            + _callpath_lines("fixed16_ws60", cp) + _callpath_lines("fixed256_ws50", cp["fixed256_ws50"]))
 
 
 def _records(res: Dict[str, Any]) -> List[str]:

@@ -401,54 +401,77 @@ def _mem_measure(a: Alloc, n: int) -> Dict[str, Any]:
 
 # ---- the call path: vtable vs calling the cimported function by name --------------
 def _in_module_ring() -> Callable[[int, int, int], float]:
-    """hakmem.front's own copy of the ring loop (compiled where hak_malloc can inline).
-
-    front publishes it as ``ring_in_module``; builds from before that rename only have
-    the bench hook under its old underscore name.
-    """
+    """hakmem.front's own copy of the ring loop (compiled where hak_malloc can inline)."""
     from hakmem import front
-    fn = getattr(front, "ring_in_module", None) or getattr(front, "_ring_in_module", None)
-    if fn is None:
-        raise RuntimeError("callpath: hakmem.front has no ring_in_module")
-    return fn
+    return front.ring_in_module
 
 
-def _callpath(opts: Options, tick: Callable[[str], None]) -> Dict[str, Any]:
-    """fixed16_ws60 with hak_malloc/hak_free through the vtable vs called by name.
+CALLPATH_RINGS = (("fixed16_ws60", 16, 60), ("fixed256_ws50", 256, 50))
 
-    Both go through the function pointers Cython imported from hakmem.front's
-    capsule table (a cimporting module cannot inline them); the libc pair shows
-    what a direct (PLT) call gains over the vtable.
-    """
-    res: Dict[str, List[float]] = {"hakmem_vtable": [], "hakmem_direct": [],
-                                   "hakmem_in_module": [],
-                                   "libc_vtable": [], "libc_direct": []}
+
+def _callpath_ring(opts: Options, tick: Callable[[str], None], name: str, size: int,
+                   ws: int) -> Dict[str, Any]:
+    """One ring with hakmem through the vtable, by name (the cimport table), inline (the
+    hak_heap_* API compiled into the bench) and inside hakmem.front; libc through the
+    vtable and by name; mimalloc through the vtable when it is installed."""
+    keys = ["hakmem_vtable", "hakmem_direct", "hakmem_inline", "hakmem_in_module",
+            "libc_vtable", "libc_direct"]
     hk = loops.hakmem_allocator()
     lc = loops.libc_allocator()
+    try:
+        mi = loops.dl_allocator(MIMALLOC, "mimalloc", "mi_malloc", "mi_free") if opts.mimalloc else None
+    except OSError:
+        mi = None
+    if mi is not None:
+        keys.append("mimalloc_vtable")
+    res: Dict[str, List[float]] = {k: [] for k in keys}
     in_module = _in_module_ring()
     hakmem.configure(heap_v2=True)
     for r in range(opts.warmup + opts.runs):
-        tick(f"callpath round {r + 1}")
+        tick(f"callpath {name} round {r + 1}")
         before = hakmem_counts()
-        t = {"hakmem_vtable": loops.run_ring(hk, 16, 60, opts.ops),
-             "hakmem_direct": loops.run_ring_direct("hakmem", 16, 60, opts.ops),
-             "hakmem_in_module": in_module(opts.ops, 60, 16),
-             "libc_vtable": loops.run_ring(lc, 16, 60, opts.ops),
-             "libc_direct": loops.run_ring_direct("libc", 16, 60, opts.ops)}
+        t = {"hakmem_vtable": loops.run_ring(hk, size, ws, opts.ops),
+             "hakmem_direct": loops.run_ring_direct("hakmem", size, ws, opts.ops),
+             "hakmem_inline": loops.run_ring_direct("hakmem-inline", size, ws, opts.ops),
+             "hakmem_in_module": in_module(opts.ops, ws, size),
+             "libc_vtable": loops.run_ring(lc, size, ws, opts.ops),
+             "libc_direct": loops.run_ring_direct("libc", size, ws, opts.ops)}
+        if mi is not None:
+            t["mimalloc_vtable"] = loops.run_ring(mi, size, ws, opts.ops)
         after = hakmem_counts()
-        CountCheck().add(before, after, 3 * opts.ops, "callpath")
+        CountCheck().add(before, after, 4 * opts.ops, "callpath")
         if r >= opts.warmup:
             for k, v in t.items():
                 res[k].append(opts.ops / v / 1e6)
-    out = {k: _summary(v) for k, v in res.items()}
-    out["hakmem_vtable_over_direct"] = out["hakmem_vtable"]["median"] / out["hakmem_direct"]["median"]
-    out["libc_vtable_over_direct"] = out["libc_vtable"]["median"] / out["libc_direct"]["median"]
+    out: Dict[str, Any] = {k: _summary(v) for k, v in res.items()}
+    med = {k: v["median"] for k, v in out.items()}
+    out["hakmem_vtable_over_direct"] = med["hakmem_vtable"] / med["hakmem_direct"]
+    out["libc_vtable_over_direct"] = med["libc_vtable"] / med["libc_direct"]
     out["in_module_loop"] = out["hakmem_in_module"]
-    out["cimport_over_in_module"] = out["hakmem_direct"]["median"] / out["hakmem_in_module"]["median"]
+    out["cimport_over_in_module"] = med["hakmem_direct"] / med["hakmem_in_module"]
+    out["inline_over_in_module"] = med["hakmem_inline"] / med["hakmem_in_module"]
+    out["inline_over_mimalloc"] = (med["hakmem_inline"] / med["mimalloc_vtable"]
+                                   if mi is not None else None)
+    return out
+
+
+def _callpath(opts: Options, tick: Callable[[str], None]) -> Dict[str, Any]:
+    """The call-path rings: fixed16_ws60's figures at the top level (as before), and
+    fixed256_ws50's under its own key.
+
+    hak_malloc/hak_free called by name still go through the function pointers Cython
+    imported from hakmem.front's capsule table (a cimporting module cannot inline
+    them); the inline heap API compiles the fast path into the caller; the libc pair
+    shows what a direct (PLT) call gains over the vtable.
+    """
+    (n16, s16, w16), (n256, s256, w256) = CALLPATH_RINGS
+    out = _callpath_ring(opts, tick, n16, s16, w16)
+    out[n256] = _callpath_ring(opts, tick, n256, s256, w256)
     out["note"] = ("hakmem_direct calls hak_malloc/hak_free from hakmem.bench.loops through Cython's "
-                   "imported function pointers (the cimport path); hakmem_in_module is the same "
-                   "loop compiled inside hakmem.front (front.ring_in_module), where the "
-                   "compiler may inline them")
+                   "imported function pointers (the cimport path); hakmem_inline uses the inline "
+                   "heap API (hak_heap_malloc/hak_heap_free, compiled into hakmem.bench.loops); "
+                   "hakmem_in_module is the same loop compiled inside hakmem.front "
+                   "(front.ring_in_module), where the compiler may inline them")
     return out
 
 

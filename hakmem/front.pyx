@@ -107,10 +107,10 @@ cdef hak_class_stats_t g_retired[HAK_NCLASSES]   # counters of exited threads
 cdef uint64_t g_orphan_free[HAK_NCLASSES]        # frees by threads with no cache
 cdef pthread_key_t g_key
 # Effective configuration for caches (set from hakmem.options at import).
-cdef uint32_t g_mag_classes = 4
-cdef uint32_t g_mag_cap = 16
+cdef uint32_t g_mag_classes = HAK_NCLASSES
+cdef uint32_t g_mag_cap = 64
 cdef uint32_t g_batch = 64
-cdef uint32_t g_sll_cap = 512
+cdef uint32_t g_sll_cap = 2048
 cdef uint32_t g_epoch = 1
 # Slow paths are called through pointers set at import: a run-time store keeps the
 # C compiler from inlining them into hak_malloc/hak_free, whose fast paths then need
@@ -208,7 +208,7 @@ cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
         if b > g_batch:
             b = g_batch
         tc.batch[c] = b
-        cap = 65536 // size     # a thread keeps at most ~64 KiB per class
+        cap = 131072 // size    # a thread keeps at most ~128 KiB per class
         if cap > g_sll_cap:
             cap = g_sll_cap
         if cap < 2 * b:

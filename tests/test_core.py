@@ -222,7 +222,7 @@ def test_magazine_on_off_same_results(heap_v2):
 
 def test_config_and_configure():
     cfg = hakmem.config()
-    assert cfg["mag_cap"] == 16 and cfg["mag_classes"] == 20
+    assert cfg["mag_cap"] == 64 and cfg["mag_classes"] == 20
     try:
         assert hakmem.configure(mag_cap=8)["mag_cap"] == 8
         ring(2000, 60, 16)

@@ -1,4 +1,4 @@
-"""Build script: every hakmem/*.pyx becomes one extension module.
+"""Build script: every hakmem/*.pyx and hakmem/records/*.pyx becomes one extension module.
 
 Build switches (environment, read at build time):
   HAKMEM_DEBUG=1   assertions, poisoning, canaries; -O1 -g instead of -O3.
@@ -40,14 +40,14 @@ directives = {
 
 extensions = [
     Extension(
-        "hakmem." + os.path.splitext(os.path.basename(path))[0],
+        os.path.splitext(path)[0].replace(os.sep, "."),
         [path],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,
         libraries=["dl", "pthread"],
     )
-    for path in sorted(glob.glob("hakmem/*.pyx"))
+    for path in sorted(glob.glob("hakmem/*.pyx")) + sorted(glob.glob("hakmem/records/*.pyx"))
 ]
 
 setup(

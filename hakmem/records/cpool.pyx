@@ -1,0 +1,354 @@
+# cython: binding=False
+"""hakmem.records.cpool — the C pool: K-record chunks from hak_malloc with a uint16
+generation per slot, a free list threaded through free records, a futex lock, and the
+nogil cimport API (hak_pool_alloc / free / deref / read / write / live).
+
+Layout, handle format, invariants and locking: see cpool.pxd. hakmem.records.pool
+builds RecordPool (the Python API) on top.
+"""
+from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t
+from libc.string cimport memcpy, memset
+
+from hakmem.front cimport hak_malloc, hak_free, hak_realloc, hak_usable_size
+
+cdef void _chunk_release(hak_pool_t* p, hak_pchunk_t* ch) noexcept nogil:
+    """Give a chunk's two blocks back to hakmem (its slots must not be on the free list)."""
+    p.nbytes -= hak_usable_size(ch.rec) + hak_usable_size(ch.gen)
+    p.layout += 1
+    hak_free(ch.rec)
+    hak_free(ch.gen)
+    ch.rec = NULL
+    ch.gen = NULL
+    p.npresent -= 1
+    p.retired -= ch.retired
+    ch.retired = 0
+    ch.live = 0
+
+
+cdef void hak_pool_rebuild_free(hak_pool_t* p) noexcept nogil:
+    """Recompute the free list and all counts from the generations (slot order)."""
+    cdef uint32_t K = 1u << p.kshift
+    cdef uint32_t c, j
+    cdef int64_t jj
+    cdef hak_pchunk_t* ch
+    cdef uint16_t g
+    p.free_head = HAK_POOL_END
+    p.nfree = 0
+    p.live = 0
+    p.retired = 0
+    c = p.nchunks
+    while c > 0:
+        c -= 1
+        ch = &p.chunks[c]
+        if ch.state != HAK_PCHUNK_PRESENT:
+            continue
+        ch.live = 0
+        ch.retired = 0
+        jj = K
+        while jj > 0:
+            jj -= 1
+            j = <uint32_t>jj
+            g = ch.gen[j]
+            if g == HAK_POOL_GEN_RETIRED:
+                ch.retired += 1
+            elif g & 1:
+                ch.live += 1
+            else:
+                hak_st32(ch.rec + <size_t>j * p.stride, p.free_head)
+                p.free_head = (c << p.kshift) | j
+                p.nfree += 1
+        p.live += ch.live
+        p.retired += ch.retired
+
+
+cdef int hak_pool_grow(hak_pool_t* p) noexcept nogil:
+    """Add one chunk of free slots (repopulate a trimmed chunk, else append). 0 or -1."""
+    cdef uint32_t K = 1u << p.kshift
+    cdef uint32_t c = p.nchunks, j, newcap
+    cdef uint64_t maxchunks = (<uint64_t>1 << 32) >> p.kshift
+    cdef uint16_t g0 = 0
+    cdef hak_pchunk_t* ch
+    cdef hak_pchunk_t* tab
+    cdef char* rec
+    cdef uint16_t* gen
+    cdef int64_t jj
+    if p.ntrimmed:
+        c = p.trim_hint                 # amortised O(1): the hint only moves forward
+        while c < p.nchunks and p.chunks[c].state != HAK_PCHUNK_TRIMMED:
+            c += 1
+        p.trim_hint = c + 1
+    if c == p.nchunks:
+        if c >= maxchunks:
+            return -1
+        if c == p.chunks_cap:
+            newcap = 16 if p.chunks_cap == 0 else p.chunks_cap * 2
+            if newcap > maxchunks:
+                newcap = <uint32_t>maxchunks
+            if p.chunks != NULL:
+                p.nbytes -= hak_usable_size(p.chunks)
+            tab = <hak_pchunk_t*>hak_realloc(p.chunks, newcap * sizeof(hak_pchunk_t))
+            if tab == NULL:
+                if p.chunks != NULL:
+                    p.nbytes += hak_usable_size(p.chunks)
+                return -1
+            p.chunks = tab
+            p.chunks_cap = newcap
+            p.nbytes += hak_usable_size(tab)
+    rec = <char*>hak_malloc(<size_t>K * p.stride)
+    gen = <uint16_t*>hak_malloc(K * sizeof(uint16_t))
+    if rec == NULL or gen == NULL:
+        hak_free(rec)
+        hak_free(gen)
+        return -1
+    ch = &p.chunks[c]
+    if c == p.nchunks:
+        p.nchunks += 1
+        ch.floor = 0
+    else:
+        p.ntrimmed -= 1
+        g0 = (ch.floor | 1) + 1        # first even generation above every old one
+    ch.rec = rec
+    ch.gen = gen
+    p.layout += 1
+    ch.live = 0
+    ch.retired = 0
+    ch.state = HAK_PCHUNK_PRESENT
+    p.npresent += 1
+    p.nbytes += hak_usable_size(rec) + hak_usable_size(gen)
+    jj = K
+    while jj > 0:                       # lowest slot ends up first on the list
+        jj -= 1
+        j = <uint32_t>jj
+        gen[j] = g0
+        hak_st32(rec + <size_t>j * p.stride, p.free_head)
+        p.free_head = (c << p.kshift) | j
+    p.nfree += K
+    return 0
+
+
+cdef bint _free_list_ok(hak_pool_t* p, uint32_t s, uint32_t nxt) noexcept nogil:
+    """Cheap sanity check of a slot popped off the free list (a late write through a
+    nogil pointer after free could have clobbered its link)."""
+    cdef hak_pchunk_t* ch = &p.chunks[s >> p.kshift]
+    if ch.state != HAK_PCHUNK_PRESENT or (ch.gen[s & ((1u << p.kshift) - 1)] & 1):
+        return False
+    return nxt == HAK_POOL_END or (nxt >> p.kshift) < p.nchunks
+
+
+cdef char* hak_pool_alloc_locked(hak_pool_t* p, uint64_t* hout) noexcept nogil:
+    """Pop a free slot and make it live; NULL when out of memory."""
+    cdef uint32_t s, nxt, j
+    cdef hak_pchunk_t* ch
+    cdef char* r
+    cdef uint16_t g
+    if hak_unlikely(p.free_head == HAK_POOL_END):
+        if hak_pool_grow(p) != 0:
+            return NULL
+    s = p.free_head
+    ch = &p.chunks[s >> p.kshift]
+    j = s & ((1u << p.kshift) - 1)
+    r = ch.rec + <size_t>j * p.stride
+    nxt = hak_ld32(r)
+    if hak_unlikely(not _free_list_ok(p, s, nxt)):
+        hak_pool_rebuild_free(p)
+        return hak_pool_alloc_locked(p, hout)
+    g = ch.gen[j] + 1
+    ch.gen[j] = g
+    ch.live += 1
+    p.free_head = nxt
+    p.nfree -= 1
+    p.live += 1
+    p.allocs += 1
+    hout[0] = p.tag | (<uint64_t>s << HAK_POOL_GEN_BITS) | g
+    return r
+
+
+cdef void hak_pool_release_slot(hak_pool_t* p, hak_pchunk_t* ch, uint32_t j,
+                               uint64_t h) noexcept nogil:
+    """Slot j of ch (generation already advanced to even g or not): push or retire."""
+    cdef uint16_t g = ch.gen[j]
+    cdef uint32_t s = <uint32_t>((h >> HAK_POOL_GEN_BITS) & HAK_POOL_SLOT_MASK)
+    ch.live -= 1
+    p.live -= 1
+    p.frees += 1
+    if hak_likely(g < HAK_POOL_GEN_LAST + 1):
+        hak_st32(ch.rec + <size_t>j * p.stride, p.free_head)
+        p.free_head = s
+        p.nfree += 1
+        return
+    # Generation space of this slot used up: retire it for good.
+    ch.gen[j] = HAK_POOL_GEN_RETIRED
+    ch.retired += 1
+    p.retired += 1
+    if ch.retired == (1u << p.kshift):
+        _chunk_release(p, ch)
+        ch.state = HAK_PCHUNK_DEAD
+
+
+cdef int hak_pool_free_locked(hak_pool_t* p, uint64_t h) noexcept nogil:
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef int r = hak_pool_decode(p, h, &ch, &j)
+    if hak_unlikely(r != HAK_R_OK):
+        p.stale += 1
+        return r
+    ch.gen[j] += 1
+    hak_pool_release_slot(p, ch, j, h)
+    return HAK_R_OK
+
+
+cdef size_t hak_pool_trim_locked(hak_pool_t* p) noexcept nogil:
+    """Release every chunk with no live record; returns bytes given back."""
+    cdef uint32_t K = 1u << p.kshift
+    cdef uint32_t c, j
+    cdef uint16_t top
+    cdef size_t before = p.nbytes
+    cdef hak_pchunk_t* ch
+    for c in range(p.nchunks):
+        ch = &p.chunks[c]
+        if ch.state != HAK_PCHUNK_PRESENT or ch.live != 0:
+            continue
+        top = 0
+        for j in range(K):
+            if ch.gen[j] > top:
+                top = ch.gen[j]
+        _chunk_release(p, ch)
+        ch.floor = top
+        if (top | 1) + 2 <= HAK_POOL_GEN_LAST:  # room for one more generation above `top`
+            ch.state = HAK_PCHUNK_TRIMMED
+            p.ntrimmed += 1
+            if c < p.trim_hint:
+                p.trim_hint = c
+        else:
+            ch.state = HAK_PCHUNK_DEAD
+    hak_pool_rebuild_free(p)
+    return before - p.nbytes
+
+
+cdef void hak_pool_release_all(hak_pool_t* p) noexcept nogil:
+    """Free every block the pool holds (close / dealloc)."""
+    cdef uint32_t c
+    for c in range(p.nchunks):
+        if p.chunks[c].state == HAK_PCHUNK_PRESENT:
+            hak_free(p.chunks[c].rec)
+            hak_free(p.chunks[c].gen)
+    hak_free(p.chunks)
+    p.chunks = NULL
+    p.nchunks = p.chunks_cap = p.npresent = p.ntrimmed = p.trim_hint = 0
+    p.free_head = HAK_POOL_END
+    p.nfree = p.live = p.retired = p.nbytes = 0
+
+
+# ---- the cimport API ------------------------------------------------------------
+cdef void* hak_pool_alloc(hak_pool_t* p, uint64_t* handle_out) noexcept nogil:
+    cdef char* r = NULL
+    hak_plock(&p.lock)
+    if not p.closed:
+        r = hak_pool_alloc_locked(p, handle_out)
+        if r != NULL:
+            memset(r, 0, p.stride)
+    hak_punlock(&p.lock)
+    return r
+
+
+cdef int hak_pool_free(hak_pool_t* p, uint64_t handle) noexcept nogil:
+    cdef int r
+    hak_plock(&p.lock)
+    r = hak_pool_free_locked(p, handle)
+    hak_punlock(&p.lock)
+    if r == HAK_R_OK:
+        return HAK_POOL_OK
+    return HAK_POOL_ECLOSED if r == HAK_R_CLOSED else HAK_POOL_ESTALE
+
+
+cdef void* hak_pool_deref(hak_pool_t* p, uint64_t handle) noexcept nogil:
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef char* out = NULL
+    hak_plock(&p.lock)
+    if hak_pool_decode(p, handle, &ch, &j) == HAK_R_OK:
+        out = ch.rec + <size_t>j * p.stride
+    hak_punlock(&p.lock)
+    return out
+
+
+cdef int hak_pool_copy_locked(hak_pool_t* p, uint64_t h, char* buf, uint32_t off, uint32_t size,
+                             bint store, bint count_stale) noexcept nogil:
+    """Under p.lock: copy `size` bytes at `off` of the record of h into buf[off:]
+    (store: from buf[off:] into the record; buf is then only read). An _R_* code;
+    nothing is copied unless HAK_R_OK, else p.stale counts the refusal if count_stale
+    (the Python API counts, the C API does not)."""
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef char* rec
+    cdef int r
+    hak_plock(&p.lock)
+    r = hak_pool_decode(p, h, &ch, &j)
+    if hak_likely(r == HAK_R_OK):
+        rec = ch.rec + <size_t>j * p.stride + off
+        if store:
+            memcpy(rec, buf + off, size)
+        else:
+            memcpy(buf + off, rec, size)
+    elif count_stale:
+        p.stale += 1
+    hak_punlock(&p.lock)
+    return r
+
+
+cdef Py_ssize_t hak_pool_gather_locked(hak_pool_t* p, const int64_t* hs, Py_ssize_t n,
+                                     uint32_t off, uint32_t size, char* dst,
+                                     int* rout) noexcept nogil:
+    """Under p.lock (held by the caller): decode handles hs[0:n] in order, copying field
+    bytes [off, off + size) of each record to dst + i * size (dst NULL: only check).
+    The index of the first handle that is not live (its _R_* code in *rout), or -1."""
+    cdef Py_ssize_t i
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef int r
+    for i in range(n):
+        if i + HAK_POOL_PREFETCH_AHEAD < n:
+            hak_pool_prefetch(p, <uint64_t>hs[i + HAK_POOL_PREFETCH_AHEAD], off)
+        r = hak_pool_decode(p, <uint64_t>hs[i], &ch, &j)
+        if r != HAK_R_OK:
+            rout[0] = r
+            return i
+        if dst != NULL:
+            memcpy(dst + i * size, ch.rec + <size_t>j * p.stride + off, size)
+    return -1
+
+
+cdef inline int _api_status(int r) noexcept nogil:
+    """An _R_* code as the HAK_POOL_* code of the C API."""
+    if r == HAK_R_OK:
+        return HAK_POOL_OK
+    return HAK_POOL_ECLOSED if r == HAK_R_CLOSED else HAK_POOL_ESTALE
+
+
+cdef int hak_pool_read(hak_pool_t* p, uint64_t handle, void* out) noexcept nogil:
+    return _api_status(hak_pool_copy_locked(p, handle, <char*>out, 0, p.itemsize, False, False))
+
+
+cdef int hak_pool_write(hak_pool_t* p, uint64_t handle, const void* src) noexcept nogil:
+    return _api_status(hak_pool_copy_locked(p, handle, <char*>src, 0, p.itemsize, True, False))
+
+
+cdef uint64_t hak_pool_live(hak_pool_t* p) noexcept nogil:
+    cdef uint64_t n
+    hak_plock(&p.lock)
+    n = p.live
+    hak_punlock(&p.lock)
+    return n
+
+
+cdef void hak_pool_unmark(hak_pool_t* p, uint64_t h) noexcept nogil:
+    """free_many rollback: the slot of h was marked (gen advanced by one): undo it."""
+    cdef uint64_t s = (h >> HAK_POOL_GEN_BITS) & HAK_POOL_SLOT_MASK
+    p.chunks[s >> p.kshift].gen[s & ((1u << p.kshift) - 1)] -= 1
+
+
+cdef void hak_pool_release_marked(hak_pool_t* p, uint64_t h) noexcept nogil:
+    """free_many pass 2: the slot of h is marked (gen even): release it."""
+    cdef uint64_t s = (h >> HAK_POOL_GEN_BITS) & HAK_POOL_SLOT_MASK
+    cdef hak_pchunk_t* ch = &p.chunks[s >> p.kshift]
+    hak_pool_release_slot(p, ch, <uint32_t>(s & ((1u << p.kshift) - 1)), h)

@@ -1,0 +1,470 @@
+"""Regression tests for issue 11: every entry point of the records layer either
+completes or raises a clear error with its container intact, whatever user code runs
+inside it (re-entrant conversions, lying values, other threads, crafted pickles,
+hand-built specs). Run under the debug build too (boundscheck on)."""
+import pickle
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+
+import hakmem
+from hakmem import (FieldError, Record, RecordDeque, RecordMap, RecordPool, RecordVector,
+                    SpecError, StaleHandleError)
+from hakmem.records.pool import restore_pool
+from hakmem.spec import Field, RecordSpec, parse_spec
+
+SPEC = "x:f8 n:i4 s:S4"
+OK = (ValueError, IndexError, KeyError, TypeError, OverflowError, BufferError, RuntimeError)
+
+
+class Fights:
+    """A value whose conversion runs `act` (once) and then converts to `value`."""
+
+    def __init__(self, act, value=1):
+        self.act, self.value, self.ran = act, value, False
+
+    def _run(self):
+        if not self.ran:
+            self.ran = True
+            self.act()
+
+    def __float__(self):
+        self._run()
+        return float(self.value)
+
+    def __index__(self):
+        self._run()
+        return int(self.value)
+
+    __int__ = __index__
+
+
+def intact(c):
+    """The container is closed, or every record reads back and len agrees."""
+    if getattr(c, "closed", False):
+        return
+    if isinstance(c, RecordPool):
+        assert len(c.handles()) == len(c)
+        for h in c.handles().tolist():
+            c.read(h)
+        return
+    rows = c.tolist() if not isinstance(c, RecordMap) else c.to_numpy().tolist()
+    assert len(rows) == len(c)
+
+
+def fill(c, n=5):
+    for i in range(n):
+        if isinstance(c, RecordMap):
+            c[i] = (float(i), i, b"r")
+        else:
+            c.append((float(i), i, b"r"))
+    return c
+
+
+def actions(c):
+    """Ways user code fights back against container c."""
+    def grow():
+        for i in range(60):
+            if isinstance(c, RecordMap):
+                c[1000 + i] = (0.0, 0, b"")
+            else:
+                c.append((0.0, 0, b""))
+    return {"close": c.close, "clear": c.clear, "grow": grow}
+
+
+CONTAINERS = {"vector": lambda: fill(RecordVector(SPEC)), "deque": lambda: fill(RecordDeque(SPEC)),
+              "map": lambda: fill(RecordMap(SPEC))}
+
+# method name -> call(c, fighter) for each container kind
+VECTOR_CALLS = {
+    "append": lambda c, f: c.append((f, 1, b"a")),
+    "append_kw": lambda c, f: c.append(x=f),
+    "extend_gen": lambda c, f: c.extend((r for r in [(1.0, 1, b""), (f, 2, b"")])),
+    "insert_val": lambda c, f: c.insert(1, (f, 1, b"")),
+    "insert_idx": lambda c, f: c.insert(f, (1.0, 1, b"")),
+    "setitem_val": lambda c, f: c.__setitem__(2, (f, 1, b"")),
+    "setitem_idx": lambda c, f: c.__setitem__(f, (1.0, 1, b"")),
+    "setitem_slice": lambda c, f: c.__setitem__(slice(f, 4), [(1.0, 1, b"")] * 3),
+    "setitem_slice_val": lambda c, f: c.__setitem__(slice(1, 4), [(f, 1, b"")]),
+    "getitem_idx": lambda c, f: c[f].x,
+    "getitem_slice": lambda c, f: c[f:4],
+    "delitem_idx": lambda c, f: c.__delitem__(f),
+    "delitem_slice": lambda c, f: c.__delitem__(slice(0, f)),
+    "pop": lambda c, f: c.pop(f),
+    "view_set": lambda c, f: setattr(c[1], "x", f),
+    "view_field_index": lambda c, f: c[1][f],
+    "list_record": lambda c, f: c.append([f, 1, b""]),
+}
+DEQUE_CALLS = {k: v for k, v in VECTOR_CALLS.items()
+               if k not in ("getitem_slice", "setitem_slice", "setitem_slice_val", "delitem_slice",
+                            "append_kw", "pop")}
+DEQUE_CALLS.update({
+    "appendleft": lambda c, f: c.appendleft((f, 1, b"")),
+    "extendleft_gen": lambda c, f: c.extendleft((r for r in [(f, 2, b"")])),
+})
+MAP_CALLS = {
+    "setitem_val": lambda c, f: c.__setitem__(3, (f, 1, b"")),
+    "setitem_key": lambda c, f: c.__setitem__(f, (1.0, 1, b"")),
+    "getitem_key": lambda c, f: c[f].x,
+    "get": lambda c, f: c.get(f),
+    "contains": lambda c, f: f in c,
+    "delitem": lambda c, f: c.__delitem__(f),
+    "pop": lambda c, f: c.pop(f),
+    "setdefault": lambda c, f: c.setdefault(77, (f, 1, b"")),
+    "update_dict": lambda c, f: c.update({50: (f, 1, b""), 51: (2.0, 2, b"")}),
+    "update_pairs": lambda c, f: c.update([(f, (1.0, 1, b""))]),
+    "view_set": lambda c, f: setattr(c[1], "x", f),
+}
+
+
+class ArrayFights:
+    """An array-like whose __array__ runs `act` first."""
+
+    def __init__(self, act, arr):
+        self.act, self.arr = act, arr
+
+    def __array__(self, dtype=None, copy=None):
+        self.act()
+        return self.arr
+
+
+def _cases(kind, calls):
+    return [(kind, m, a) for m in sorted(calls) for a in ("close", "clear", "grow")]
+
+
+@pytest.mark.parametrize("kind,method,action",
+                         _cases("vector", VECTOR_CALLS) + _cases("deque", DEQUE_CALLS)
+                         + _cases("map", MAP_CALLS))
+def test_reentrant_conversions_cannot_corrupt(kind, method, action):
+    calls = {"vector": VECTOR_CALLS, "deque": DEQUE_CALLS, "map": MAP_CALLS}[kind]
+    for _ in range(3):                       # the freed memory gets reused in between
+        c = CONTAINERS[kind]()
+        f = Fights(actions(c)[action], 1)
+        try:
+            calls[method](c, f)
+        except OK:
+            pass
+        intact(c)
+        junk = [hakmem.malloc(64) for _ in range(50)]      # reuse what may have been freed
+        for a in junk:
+            hakmem.free(a)
+        intact(c)
+
+
+def test_map_bulk_reentrant_arrays():
+    for action in ("close", "clear", "grow"):
+        m = fill(RecordMap(SPEC))
+        vals = np.zeros(3, m.dtype)
+        with pytest.raises(OK) if action == "close" else _nothing():
+            m.set_many(ArrayFights(actions(m)[action], np.arange(3)), vals)
+        intact(m)
+        m = fill(RecordMap(SPEC))
+        with pytest.raises(OK) if action == "close" else _nothing():
+            m.set_many(np.arange(3), ArrayFights(actions(m)[action], vals))
+        intact(m)
+        m = fill(RecordMap(SPEC))
+        try:
+            m.get_many(ArrayFights(actions(m)[action], np.arange(3)), missing="mask")
+        except OK:
+            pass
+        intact(m)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_vector_extend_array_reentrant():
+    for action in ("close", "clear", "grow"):
+        v = fill(RecordVector(SPEC))
+        arr = np.zeros(4, v.dtype)
+        try:
+            v.extend(ArrayFights(actions(v)[action], arr))
+        except OK:
+            pass
+        intact(v)
+
+
+def test_vector_append_that_grows_lands_in_the_new_buffer():
+    v = RecordVector(SPEC)
+    v.append((0.0, 0, b""))
+    v.shrink_to_fit()
+    f = Fights(lambda: [v.append((9.0, 9, b"z")) for _ in range(50)], 5.0)
+    v.append((f, 1, b"a"))
+    assert len(v) == 52 and v[51].as_tuple() == (5.0, 1, b"a")
+
+
+def test_vector_pop_index_that_clears():
+    v = fill(RecordVector(SPEC))
+    with pytest.raises(IndexError):
+        v.pop(Fights(v.clear, 0))
+    assert len(v) == 0
+
+
+def test_deque_setitem_value_that_empties():
+    q = fill(RecordDeque(SPEC))
+    with pytest.raises(IndexError):
+        q[3] = (Fights(q.clear, 1.0), 1, b"")
+    assert len(q) == 0
+    q = fill(RecordDeque(SPEC))
+    q.insert(4, (Fights(q.clear, 1.0), 1, b""))      # clamped to the deque as it is now
+    assert q.tolist() == [(1.0, 1, b"")]
+
+
+def test_map_update_value_that_closes():
+    m = fill(RecordMap(SPEC))
+    with pytest.raises(ValueError, match="closed"):
+        m.update({10: (Fights(m.close, 1.0), 1, b"")})
+    assert m.closed
+
+
+def test_view_index_that_closes():
+    v = fill(RecordVector(SPEC))
+    r = v[1]
+    with pytest.raises(ValueError, match="closed"):
+        r[Fights(v.close, 0)]
+
+
+def test_iterators_after_clear():
+    m = fill(RecordMap(SPEC))
+    it = m.items()
+    next(it)
+    m.clear()
+    with pytest.raises(RuntimeError):
+        next(it)
+    assert not hasattr(m, "_items_raw")
+
+
+# ---- the pool -------------------------------------------------------------------
+POOL_CALLS = {
+    "alloc": lambda p, h, f: p.alloc(f, 1, b""),
+    "alloc_kw": lambda p, h, f: p.alloc(n=f),
+    "set": lambda p, h, f: p.set(h, "x", f),
+    "update": lambda p, h, f: p.update(h, x=f, n=2),
+    "view_set": lambda p, h, f: setattr(p[h], "n", f),
+    "alloc_many": lambda p, h, f: p.alloc_many(3, x=np.array([f, 1.0, 2.0], dtype=object)),
+    "scatter": lambda p, h, f: p.scatter("n", [h], np.array([f], dtype=object)),
+    "free_idx": lambda p, h, f: p.free(f),
+    "get_idx": lambda p, h, f: p.get(f, "x"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(POOL_CALLS))
+@pytest.mark.parametrize("action", ["close", "clear", "free_all", "grow"])
+def test_pool_reentrant_conversions(method, action):
+    p = RecordPool(SPEC)
+    hs = p.alloc_many(5, x=1.0)
+    h = int(hs[2])
+    act = {"close": p.close, "clear": p.clear, "free_all": lambda: p.free_many(p.handles()),
+           "grow": lambda: p.alloc_many(500)}[action]
+    try:
+        POOL_CALLS[method](p, h, Fights(act, h if method.endswith("_idx") else 1))
+    except OK:
+        pass
+    intact(p)
+
+
+def test_bulk_handle_array_changed_by_another_thread():
+    """free_many / scatter read a copy of the handles: flipping the caller's array from
+    another thread meanwhile cannot make them act on unchecked handles."""
+    p = RecordPool(SPEC)
+    stop = threading.Event()
+    for _ in range(30):
+        hs = p.alloc_many(2000, n=7)
+        arr = hs.copy()
+        bogus = np.full_like(arr, (1 << 62) - 12345)
+
+        def flip():
+            while not stop.is_set():
+                arr[:] = bogus
+                arr[:] = hs
+
+        t = threading.Thread(target=flip)
+        t.start()
+        try:
+            try:
+                p.scatter("n", arr, 9)
+            except StaleHandleError:
+                pass
+            try:
+                p.free_many(arr)
+            except StaleHandleError:
+                p.free_many(hs)
+        finally:
+            stop.set()
+            t.join()
+            stop.clear()
+        assert len(p) == 0 and p.stats()["live"] == 0
+    p.close()
+
+
+# ---- lying values -----------------------------------------------------------------
+class LyingBytes(bytes):
+    def __len__(self):
+        return 1
+
+
+class YesInt(int):
+    def __lt__(self, o):
+        return False
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __eq__(self, o):
+        return True
+
+    __hash__ = int.__hash__
+
+
+def test_lying_values_are_judged_by_their_c_value():
+    v, p, q = RecordVector(SPEC), RecordPool(SPEC), RecordDeque(SPEC)
+    with pytest.raises(OverflowError):
+        v.append((0.0, 0, LyingBytes(b"x" * 100)))
+    with pytest.raises(OverflowError):
+        p.alloc(s=LyingBytes(b"x" * 100))
+    v.append((0.0, 0, LyingBytes(b"ab")))
+    assert v[0].s == b"ab" and p.read(p.alloc(s=LyingBytes(b"ab")))[2] == b"ab"
+    for store in (lambda x: v.append((0.0, x, b"")), lambda x: p.alloc(n=x),
+                  lambda x: q.append((0.0, x, b"")), lambda x: p.alloc_many(1, n=[x])):
+        with pytest.raises(OverflowError):
+            store(YesInt(1 << 40))
+    b = RecordPool("ok:bool")
+    with pytest.raises(OverflowError):
+        b.alloc(ok=YesInt(5))
+
+
+def test_object_column_converted_once():
+    seen = []
+
+    class Once:
+        def __index__(self):
+            seen.append(1)
+            return 3 if len(seen) == 1 else 1 << 40
+
+    p = RecordPool(SPEC)
+    hs = p.alloc_many(2, n=np.array([Once(), 4], dtype=object))
+    assert p.gather("n", hs).tolist() == [3, 4] and len(seen) == 1
+
+
+# ---- hand-built specs and spec errors ---------------------------------------------------
+def test_hand_built_spec_is_rederived_from_its_dtype():
+    honest = parse_spec(SPEC)
+    bad = RecordSpec(honest.dtype, tuple(Field(f.name, f.dtype, 10_000, 4096)
+                                          for f in honest.fields), dict(honest.index))
+    for make in (RecordPool, RecordVector, RecordDeque, RecordMap):
+        c = make(bad)
+        assert c.spec.fields == honest.fields
+    p = RecordPool(bad)
+    assert p.read(p.alloc(1.0, 2, b"ab")) == (1.0, 2, b"ab")
+    v = RecordVector(SPEC)                  # an honest user of the same dtype: not poisoned
+    v.append((1.0, 2, b"ab"))
+    assert v.tolist() == [(1.0, 2, b"ab")]
+
+
+@pytest.mark.parametrize("spec", [
+    "h:f2", "x:f16", [("é", "f8")], "x:c8",
+    np.dtype({"names": ["a", "b"], "formats": ["i4", "i4"], "offsets": [0, 2]}),
+    np.dtype({"names": ["a", "b"], "formats": ["i8", "u1"], "offsets": [0, 7]}),
+])
+def test_bad_specs_are_spec_errors_everywhere(spec):
+    for make in (RecordPool, RecordVector, RecordDeque, RecordMap):
+        with pytest.raises(SpecError):
+            make(spec)
+    assert hakmem.SpecError is SpecError
+
+
+def test_unknown_field_is_one_error_everywhere():
+    p, v = RecordPool(SPEC), RecordVector(SPEC)
+    h = p.alloc()
+    v.append((0.0, 0, b""))
+    calls = [lambda: p.alloc(z=1), lambda: p.get(h, "z"), lambda: p.set(h, "z", 1),
+             lambda: p.update(h, z=1), lambda: p[h].z, lambda: setattr(p[h], "z", 1),
+             lambda: p.gather("z", [h]), lambda: p.alloc_many(1, z=1),
+             lambda: v.append(z=1), lambda: v[0].z, lambda: v[0]["z"],
+             lambda: setattr(v[0], "z", 1), lambda: v.sort("z"), lambda: p.column("z")]
+    for call in calls:
+        with pytest.raises(FieldError, match="'z'"):
+            call()
+    assert issubclass(FieldError, AttributeError) and issubclass(FieldError, KeyError)
+
+
+# ---- pickles -------------------------------------------------------------------------
+def test_pickles_carry_no_bytes_of_dead_records():
+    p = RecordPool("a:u1")                  # itemsize 1 < stride 4: the link bytes too
+    hs = p.alloc_many(100, a=0xAB)
+    p.free_many(hs[::2])
+    state = p.__reduce__()[1][1]
+    recs = np.frombuffer(state["recs"], np.uint8).reshape(-1, 4)
+    gens = np.frombuffer(state["gens"], np.uint16)
+    live = (gens & 1) == 1
+    assert (recs[~live] == 0).all() and (recs[live, 1:] == 0).all()
+    assert (recs[live, 0] == 0xAB).all()
+    q = pickle.loads(pickle.dumps(p))
+    assert q.gather("a", hs[1::2]).tolist() == [0xAB] * 50
+    new = q.alloc()
+    assert new not in p and q.read(new) == (0,)
+
+
+def _state():
+    p = RecordPool(SPEC)
+    hs = p.alloc_many(300, x=1.5, n=np.arange(300))
+    p.free_many(hs[:100])
+    p.trim()
+    p.free_many(hs[100:120])
+    return p.__reduce__()[1]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_crafted_pool_pickles_are_refused_or_consistent(data):
+    dtype, state = _state()
+    state = dict(state)
+    key = data.draw(st.sampled_from(sorted(state)))
+    kind = data.draw(st.sampled_from(["type", "bytes", "int"]))
+    if kind == "type":
+        state[key] = data.draw(st.sampled_from([None, 1.5, "x", [1], bytearray(b"ab"),
+                                                np.int64(1), True]))
+    elif kind == "bytes" and isinstance(state[key], bytes):
+        b = bytearray(state[key])
+        if b and data.draw(st.booleans()):
+            i = data.draw(st.integers(0, len(b) - 1))
+            b[i] = data.draw(st.integers(0, 255))
+        else:
+            b = b[:data.draw(st.integers(0, len(b)))] + data.draw(st.binary(max_size=8))
+        state[key] = bytes(b)
+    else:
+        state[key] = data.draw(st.integers(-(1 << 65), 1 << 65))
+    try:
+        q = restore_pool(dtype, state)
+    except (TypeError, ValueError):
+        return
+    intact(q)                               # loaded: it must be a consistent pool
+    hs = q.handles()
+    q.gather("n", hs)
+    q.free_many(hs)
+    assert len(q) == 0
+    q.alloc_many(500)
+    q.close()
+
+
+def test_old_pickle_class_paths_still_load():
+    import hakmem.containers as C
+    import hakmem.pool as P
+    p = RecordPool(SPEC)
+    h = p.alloc(1.0, 2, b"x")
+    q = P._restore(*p.__reduce__()[1])
+    assert q.read(h) == (1.0, 2, b"x")
+    v = fill(RecordVector(SPEC))
+    assert C._vector_from_bytes(v.dtype, v.to_numpy().tobytes()).tolist() == v.tolist()
+    m = fill(RecordMap(SPEC))
+    assert C._map_from_arrays(m.dtype, "i8", m.keys_array(), m.to_numpy()).to_numpy().tolist() \
+        == m.to_numpy().tolist()
+    assert P.RecordPool is RecordPool and C.RecordVector is RecordVector and P.RecordView is Record
+    with pytest.raises(TypeError):
+        C._vector_from_bytes(v.dtype, None)

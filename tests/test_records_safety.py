@@ -453,18 +453,30 @@ def test_crafted_pool_pickles_are_refused_or_consistent(data):
     q.close()
 
 
-def test_old_pickle_class_paths_still_load():
+def test_pickles_made_by_0_1_0_still_load():
+    """tests/data/records-0.1.0.pickle was written by hakmem 0.1.0 (before hakmem.records):
+    (pool, live handles, freed handles, vector, deque(maxlen=5), u4 map, a view, a popped record)."""
+    import os
+    path = os.path.join(os.path.dirname(__file__), "data", "records-0.1.0.pickle")
+    with open(path, "rb") as f:
+        p, live, dead, v, q, m, r, popped = pickle.load(f)
+    assert len(p) == 30 and [p.read(h) for h in live[:2]] == [(10.0, 10, b"ab"), (11.0, 11, b"ab")]
+    for h in dead:
+        with pytest.raises(StaleHandleError):
+            p.read(h)
+    assert v.tolist() == [(1.5, 2, b"v"), (2.5, 3, b"w")]
+    assert q.tolist() == [(1.0, 1, b"q")] and q.maxlen == 5
+    assert m.key_dtype == np.uint32 and m[7].as_tuple() == (7.0, 7, b"m")
+    assert r == (1.5, 2, b"v") and popped == (3.5, 4, b"x") and isinstance(r, Record)
+
+
+def test_old_pickle_names_still_resolve():
     import hakmem.containers as C
     import hakmem.pool as P
-    p = RecordPool(SPEC)
-    h = p.alloc(1.0, 2, b"x")
-    q = P._restore(*p.__reduce__()[1])
-    assert q.read(h) == (1.0, 2, b"x")
-    v = fill(RecordVector(SPEC))
-    assert C._vector_from_bytes(v.dtype, v.to_numpy().tobytes()).tolist() == v.tolist()
-    m = fill(RecordMap(SPEC))
-    assert C._map_from_arrays(m.dtype, "i8", m.keys_array(), m.to_numpy()).to_numpy().tolist() \
-        == m.to_numpy().tolist()
     assert P.RecordPool is RecordPool and C.RecordVector is RecordVector and P.RecordView is Record
+    assert C.RecordDeque is RecordDeque and C.RecordMap is RecordMap and C.Record is Record
+    for name in ("_vector_from_bytes", "_map_from_arrays", "_record_from_bytes", "_codec_for"):
+        assert callable(getattr(C, name))
+    assert callable(P._restore)
     with pytest.raises(TypeError):
-        C._vector_from_bytes(v.dtype, None)
+        C._vector_from_bytes(RecordVector(SPEC).dtype, None)

@@ -74,7 +74,6 @@ cdef class Codec:
     cdef bytes fmt                   # PEP 3118 struct format of one record
     cdef Py_ssize_t field(self, object name) except -1   # FieldError if unknown
     cdef int pack(self, char* dst, object rec, dict kw) except -1
-    cdef int pack_fast(self, char* dst, object rec) except -1
     cdef int pack_field(self, char* dst, Py_ssize_t i, object v) except -1
     cdef int pack_dict(self, char* dst, dict d) except -1
     cdef tuple unpack(self, const char* src)
@@ -87,12 +86,63 @@ cdef class Codec:
 cdef Codec codec_for(object spec)
 
 
-# What a record value that lives in hakmem memory offers the codec (hakmem.records.view's
-# Record): packing one into a record of the same dtype is a byte copy.
-cdef class RecordBase:
-    cdef readonly Codec codec
-    # Copy bytes [off, off + size) of the record to dst + off (raises if it is gone).
-    cdef int load(self, char* dst, Py_ssize_t off, Py_ssize_t size) except -1
+# pack's hot path, inline. hak_pack_plain writes rec to dst only if rec is an exact
+# tuple of exact floats / small ints for f8 / i8 / i4 fields, and runs no user code
+# (no conversion, no allocation): 1 if it wrote the whole record, else 0 (dst may hold
+# part of it). So a caller may let it write into a container directly.
+from cpython.object cimport PyObject
+from libc.stdint cimport int32_t
+from libc.string cimport memset
+cdef extern from "Python.h":
+    bint hak_tuple_exact "PyTuple_CheckExact"(object)
+    bint hak_float_exact "PyFloat_CheckExact"(object)
+    bint hak_long_exact "PyLong_CheckExact"(object)
+    Py_ssize_t hak_tuple_size "PyTuple_GET_SIZE"(object)
+    PyObject* hak_tuple_item "PyTuple_GET_ITEM"(object, Py_ssize_t)
+    double hak_float_value "PyFloat_AS_DOUBLE"(object)
+
+cdef inline bint hak_pack_plain(Codec c, char* dst, object rec) noexcept:
+    cdef Py_ssize_t i
+    cdef hak_field_t* f
+    cdef PyObject* o
+    cdef double d
+    cdef long long x
+    cdef int32_t x4
+    if not hak_tuple_exact(rec) or hak_tuple_size(rec) != c.nfields:
+        return False
+    if c.padded:
+        memset(dst, 0, c.itemsize)
+    for i in range(c.nfields):
+        f = &c.fields[i]
+        o = hak_tuple_item(rec, i)
+        if f.kind == HAK_K_F8 and hak_float_exact(<object>o):
+            d = hak_float_value(<object>o)
+            memcpy(dst + f.offset, &d, 8)
+        elif f.kind == HAK_K_I8 and hak_long_exact(<object>o) and hak_long_small(<object>o, &x):
+            memcpy(dst + f.offset, &x, 8)
+        elif (f.kind == HAK_K_I4 and hak_long_exact(<object>o)
+              and hak_long_small(<object>o, &x) and -2147483648 <= x <= 2147483647):
+            x4 = <int32_t>x
+            memcpy(dst + f.offset, &x4, 4)
+        else:
+            return False
+    return True
+
+# Pack any record into dst (scratch): the plain path, else Codec.pack.
+cdef inline int hak_pack_fast(Codec c, char* dst, object rec) except -1:
+    if hak_pack_plain(c, dst, rec):
+        return 0
+    return c.pack(dst, rec, None)
+
+
+
+# Record views (hakmem.records.view) register how the codec reads one: packing a view
+# of the same dtype is a byte copy. (A registration, not a base class: a base would
+# cost the view class its freelist.)
+ctypedef Codec (*hak_view_codec_t)(object rec)
+ctypedef int (*hak_view_load_t)(object rec, char* dst) except -1
+cdef int register_view(type cls, hak_view_codec_t codec_of_view,
+                       hak_view_load_t load) except -1
 
 
 # A scratch record: on the stack when it fits, else heap (released by scratch_done).

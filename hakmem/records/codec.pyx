@@ -102,11 +102,19 @@ def codec_of(spec):
 
 
 # ============================================================================ Codec
-cdef class RecordBase:
-    """Base of record values living in hakmem memory (see hakmem.records.view.Record)."""
+cdef type _view_cls = None
+cdef hak_view_codec_t _view_codec = NULL
+cdef hak_view_load_t _view_load = NULL
 
-    cdef int load(self, char* dst, Py_ssize_t off, Py_ssize_t size) except -1:
-        raise NotImplementedError
+
+cdef int register_view(type cls, hak_view_codec_t codec_of_view,
+                       hak_view_load_t load) except -1:
+    """hakmem.records.view: how to read a Record (its codec; its whole record's bytes)."""
+    global _view_cls, _view_codec, _view_load
+    _view_cls = cls
+    _view_codec = codec_of_view
+    _view_load = load
+    return 0
 
 
 cdef class Codec:
@@ -160,9 +168,9 @@ cdef class Codec:
                 raise TypeError("pass a record or its fields as keywords, not both")
             return self.pack_dict(dst, kw)
         if not PyTuple_CheckExact(rec):
-            if isinstance(rec, RecordBase):
-                if (<RecordBase>rec).codec is self:
-                    return (<RecordBase>rec).load(dst, 0, self.itemsize)
+            if _view_cls is not None and type(rec) is _view_cls:
+                if _view_codec(rec) is self:
+                    return _view_load(rec, dst)
                 return self.pack_dict(dst, rec.as_dict())
             if isinstance(rec, dict):
                 return self.pack_dict(dst, <dict>rec)
@@ -186,34 +194,6 @@ cdef class Codec:
             memset(dst, 0, self.itemsize)
         for i in range(nf):
             self.pack_field(dst, i, <object>PyTuple_GET_ITEM(rec, i))
-        return 0
-
-    cdef int pack_fast(self, char* dst, object rec) except -1:
-        """pack's hot path: a tuple of exact floats / small ints; the rest goes to pack."""
-        cdef Py_ssize_t i
-        cdef hak_field_t* f
-        cdef PyObject* o
-        cdef double d
-        cdef long long x
-        cdef int32_t x4
-        if not PyTuple_CheckExact(rec) or PyTuple_GET_SIZE(rec) != self.nfields:
-            return self.pack(dst, rec, None)
-        if self.padded:
-            memset(dst, 0, self.itemsize)
-        for i in range(self.nfields):
-            f = &self.fields[i]
-            o = PyTuple_GET_ITEM(rec, i)
-            if f.kind == HAK_K_F8 and PyFloat_CheckExact(<object>o):
-                d = PyFloat_AS_DOUBLE(<object>o)
-                memcpy(dst + f.offset, &d, 8)
-            elif f.kind == HAK_K_I8 and PyLong_CheckExact(<object>o) and hak_long_small(<object>o, &x):
-                memcpy(dst + f.offset, &x, 8)
-            elif (f.kind == HAK_K_I4 and PyLong_CheckExact(<object>o)
-                  and hak_long_small(<object>o, &x) and -2147483648 <= x <= 2147483647):
-                x4 = <int32_t>x
-                memcpy(dst + f.offset, &x4, 4)
-            else:
-                self.pack_field(dst, i, <object>o)
         return 0
 
     cdef int pack_dict(self, char* dst, dict d) except -1:

@@ -265,3 +265,9 @@ cdef Py_ssize_t hak_pool_gather_locked(hak_pool_t* p, const int64_t* hs, Py_ssiz
                                        int* rout) noexcept nogil
 cdef void hak_pool_unmark(hak_pool_t* p, uint64_t h) noexcept nogil
 cdef void hak_pool_release_marked(hak_pool_t* p, uint64_t h) noexcept nogil
+
+# Pickling (GIL held): the state of a pool as a dict; checking a state (TypeError /
+# ValueError naming the bad part) before loading it into a new, empty pool.
+cdef dict hak_pool_snapshot(hak_pool_t* p)
+cdef int hak_pool_check_state(hak_pool_t* p, object state) except -1
+cdef int hak_pool_load(hak_pool_t* p, dict state, uint64_t tag) except -1

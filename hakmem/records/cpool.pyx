@@ -7,6 +7,8 @@ Layout, handle format, invariants and locking: see cpool.pxd. hakmem.records.poo
 builds RecordPool (the Python API) on top.
 """
 from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t
+
+import numpy as np
 from libc.string cimport memcpy, memset
 
 from hakmem.front cimport hak_malloc, hak_free, hak_realloc, hak_usable_size
@@ -352,3 +354,148 @@ cdef void hak_pool_release_marked(hak_pool_t* p, uint64_t h) noexcept nogil:
     cdef uint64_t s = (h >> HAK_POOL_GEN_BITS) & HAK_POOL_SLOT_MASK
     cdef hak_pchunk_t* ch = &p.chunks[s >> p.kshift]
     hak_pool_release_slot(p, ch, <uint32_t>(s & ((1u << p.kshift) - 1)), h)
+
+
+# ---- pickling (RecordPool.__reduce__ / restore_pool) --------------------------------
+cdef dict hak_pool_snapshot(hak_pool_t* p):
+    """The pool's pickled state: chunk states and floors, the records and generations of
+    present chunks (free, retired and never-written slots, and the bytes past itemsize,
+    as zeros) and the tag. ValueError if the pool is closed."""
+    cdef uint32_t c, nch, npres, K = 1u << p.kshift
+    cdef size_t recbytes = <size_t>K * p.stride
+    cdef uint64_t layout
+    cdef unsigned char[::1] st_v
+    cdef uint16_t[::1] fl_v
+    cdef unsigned char[::1] rec_v
+    cdef unsigned char[::1] gen_v
+    cdef size_t ri
+    cdef bint ok = False
+    while not ok:                 # size the buffers unlocked, copy under the lock
+        if p.closed:
+            raise ValueError("operation on a closed RecordPool")
+        hak_plock(&p.lock)
+        layout = p.layout
+        nch = p.nchunks
+        npres = p.npresent
+        hak_punlock(&p.lock)
+        states = bytearray(nch)
+        floors = np.zeros(nch, dtype=np.uint16)
+        recs = np.zeros(npres * recbytes, dtype=np.uint8)
+        gens = np.zeros(npres * K, dtype=np.uint16)
+        if nch == 0:
+            break
+        st_v = states
+        fl_v = floors
+        rec_v = recs if npres else np.zeros(1, np.uint8)
+        gen_v = gens.view(np.uint8) if npres else np.zeros(1, np.uint8)
+        with nogil:
+            hak_plock(&p.lock)
+            ok = p.layout == layout and not p.closed
+            if ok:
+                ri = 0
+                for c in range(nch):
+                    st_v[c] = p.chunks[c].state
+                    fl_v[c] = p.chunks[c].floor
+                    if p.chunks[c].state == HAK_PCHUNK_PRESENT:
+                        memcpy(&rec_v[ri * recbytes], p.chunks[c].rec, recbytes)
+                        memcpy(&gen_v[ri * K * 2], p.chunks[c].gen, K * 2)
+                        ri += 1
+            hak_punlock(&p.lock)
+    if npres:
+        slots = recs.reshape(-1, p.stride)
+        slots[(gens & 1) == 0] = 0                      # free slots
+        slots[gens == HAK_POOL_GEN_RETIRED] = 0         # retired slots
+        slots[:, p.itemsize:] = 0                       # the free-list link's bytes
+    state = dict(version=1, tag=p.tag >> HAK_POOL_TAG_SHIFT, kshift=p.kshift,
+                 stride=p.stride, states=bytes(states), floors=floors.tobytes(),
+                 recs=recs.tobytes(), gens=gens.tobytes())
+    return state
+
+
+cdef int hak_pool_load(hak_pool_t* p, dict state, uint64_t tag) except -1:
+    """Fill a new, empty pool from a state hak_pool_check_state accepted; its handles
+    carry `tag` and those of the pickled pool stay valid (tag2)."""
+    cdef uint32_t c, n, K = 1u << p.kshift
+    cdef size_t recbytes = <size_t>K * p.stride
+    cdef Py_ssize_t ri = 0
+    cdef const unsigned char[::1] recs = state["recs"]
+    cdef const unsigned char[::1] gens = state["gens"]
+    cdef const unsigned char[::1] states = state["states"]
+    cdef const uint16_t[::1] floors = np.frombuffer(state["floors"], dtype=np.uint16)
+    n = <uint32_t>states.shape[0]
+    p.tag2 = <uint64_t>state["tag"] << HAK_POOL_TAG_SHIFT
+    p.tag = tag
+    p.chunks = <hak_pchunk_t*>hak_malloc((n if n else 1) * sizeof(hak_pchunk_t))
+    if p.chunks == NULL:
+        raise MemoryError()
+    memset(p.chunks, 0, (n if n else 1) * sizeof(hak_pchunk_t))
+    p.chunks_cap = n if n else 1
+    p.nbytes = hak_usable_size(p.chunks)
+    p.nchunks = n
+    for c in range(n):
+        p.chunks[c].floor = floors[c]
+        p.chunks[c].state = HAK_PCHUNK_DEAD
+        if states[c] == HAK_PCHUNK_PRESENT:
+            p.chunks[c].rec = <char*>hak_malloc(recbytes)
+            p.chunks[c].gen = <uint16_t*>hak_malloc(K * 2)
+            if p.chunks[c].rec == NULL or p.chunks[c].gen == NULL:
+                hak_free(p.chunks[c].rec)
+                hak_free(p.chunks[c].gen)
+                p.chunks[c].rec = NULL
+                p.chunks[c].gen = NULL
+                raise MemoryError()
+            memcpy(p.chunks[c].rec, &recs[ri * recbytes], recbytes)
+            memcpy(p.chunks[c].gen, &gens[ri * K * 2], K * 2)
+            ri += 1
+            p.npresent += 1
+            p.nbytes += hak_usable_size(p.chunks[c].rec) + hak_usable_size(p.chunks[c].gen)
+            p.chunks[c].state = HAK_PCHUNK_PRESENT
+        elif states[c] == HAK_PCHUNK_TRIMMED:
+            p.chunks[c].state = HAK_PCHUNK_TRIMMED
+            p.ntrimmed += 1
+            if c < p.trim_hint:
+                p.trim_hint = c
+    hak_pool_rebuild_free(p)
+    return 0
+
+
+cdef int hak_pool_check_state(hak_pool_t* p, object state) except -1:
+    """Every part of a pickled RecordPool state checked (types, lengths, counts, ranges,
+    generations) before any memory is touched; ValueError / TypeError naming the part."""
+    cdef uint32_t K = 1u << p.kshift
+    if type(state) is not dict:
+        raise TypeError(f"RecordPool pickle: state must be a dict, not {type(state).__name__}")
+    want = {"version": int, "tag": int, "kshift": int, "stride": int, "states": bytes,
+            "floors": bytes, "recs": bytes, "gens": bytes}
+    for k, t in want.items():
+        if type(state.get(k)) is not t:
+            raise TypeError(f"RecordPool pickle: {k!r} must be {t.__name__}, "
+                            f"not {type(state.get(k)).__name__}")
+    if state["version"] != 1:
+        raise ValueError(f"unknown RecordPool pickle version {state['version']!r}")
+    if state["kshift"] != p.kshift or state["stride"] != p.stride:
+        raise ValueError("RecordPool pickle was made with a different chunk layout")
+    if not 0 < state["tag"] < (1 << HAK_POOL_TAG_BITS):
+        raise ValueError(f"RecordPool pickle: tag {state['tag']!r} out of range")
+    states = np.frombuffer(state["states"], dtype=np.uint8)
+    n = states.shape[0]
+    if n > ((<uint64_t>1 << 32) >> p.kshift):
+        raise ValueError(f"RecordPool pickle: {n} chunks is more than a pool can hold")
+    if not np.isin(states, [HAK_PCHUNK_PRESENT, HAK_PCHUNK_TRIMMED,
+                            HAK_PCHUNK_DEAD]).all():
+        raise ValueError("RecordPool pickle: unknown chunk state")
+    npres = int((states == HAK_PCHUNK_PRESENT).sum())
+    if len(state["floors"]) != 2 * n:
+        raise ValueError("RecordPool pickle: floors do not match the chunk count")
+    floors = np.frombuffer(state["floors"], dtype=np.uint16)
+    if (floors > HAK_POOL_GEN_LAST).any():
+        raise ValueError("RecordPool pickle: a chunk floor is out of range")
+    if ((floors[states == HAK_PCHUNK_TRIMMED] | 1) + 2 > HAK_POOL_GEN_LAST).any():
+        raise ValueError("RecordPool pickle: a trimmed chunk has no generations left")
+    if len(state["recs"]) != npres * K * p.stride or len(state["gens"]) != npres * K * 2:
+        raise ValueError("RecordPool pickle: record or generation bytes do not match "
+                         "the present chunks")
+    gens = np.frombuffer(state["gens"], dtype=np.uint16)
+    if ((gens > HAK_POOL_GEN_LAST) & (gens != HAK_POOL_GEN_RETIRED)).any():
+        raise ValueError("RecordPool pickle: a generation is out of range")
+    return 0

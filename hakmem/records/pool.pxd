@@ -27,7 +27,6 @@ cdef class RecordPool(RecordOwner):
     cdef int _check_open(self) except -1
     cdef int _why(self, uint64_t h) except -1
     cdef object _scan(self, Py_ssize_t fi)
-    cdef int _load(self, dict state) except -1
 
 
 # The C pool behind a RecordPool (GIL needed for the call; the pointer stays valid

@@ -633,101 +633,7 @@ cdef class RecordPool(RecordOwner):
         """Pickle live records, generations and the tag, so live handles stay valid in
         the copy (which gets a tag of its own besides; see cpool.pxd). Free, retired
         and never-written slots, and the bytes past itemsize, are zeros in the pickle."""
-        cdef hak_pool_t* p = &self._p
-        cdef uint32_t c, nch, npres, K = 1u << p.kshift
-        cdef size_t recbytes = <size_t>K * p.stride
-        cdef uint64_t layout
-        cdef unsigned char[::1] st_v
-        cdef uint16_t[::1] fl_v
-        cdef unsigned char[::1] rec_v
-        cdef unsigned char[::1] gen_v
-        cdef size_t ri
-        cdef bint ok = False
-        while not ok:                 # size the buffers unlocked, copy under the lock
-            self._check_open()
-            hak_plock(&p.lock)
-            layout = p.layout
-            nch = p.nchunks
-            npres = p.npresent
-            hak_punlock(&p.lock)
-            states = bytearray(nch)
-            floors = np.zeros(nch, dtype=np.uint16)
-            recs = np.zeros(npres * recbytes, dtype=np.uint8)
-            gens = np.zeros(npres * K, dtype=np.uint16)
-            if nch == 0:
-                break
-            st_v = states
-            fl_v = floors
-            rec_v = recs if npres else np.zeros(1, np.uint8)
-            gen_v = gens.view(np.uint8) if npres else np.zeros(1, np.uint8)
-            with nogil:
-                hak_plock(&p.lock)
-                ok = p.layout == layout and not p.closed
-                if ok:
-                    ri = 0
-                    for c in range(nch):
-                        st_v[c] = p.chunks[c].state
-                        fl_v[c] = p.chunks[c].floor
-                        if p.chunks[c].state == HAK_PCHUNK_PRESENT:
-                            memcpy(&rec_v[ri * recbytes], p.chunks[c].rec, recbytes)
-                            memcpy(&gen_v[ri * K * 2], p.chunks[c].gen, K * 2)
-                            ri += 1
-                hak_punlock(&p.lock)
-        if npres:
-            slots = recs.reshape(-1, p.stride)
-            slots[(gens & 1) == 0] = 0                      # free slots
-            slots[gens == HAK_POOL_GEN_RETIRED] = 0         # retired slots
-            slots[:, p.itemsize:] = 0                       # the free-list link's bytes
-        state = dict(version=1, tag=p.tag >> HAK_POOL_TAG_SHIFT, kshift=p.kshift,
-                     stride=p.stride, states=bytes(states), floors=floors.tobytes(),
-                     recs=recs.tobytes(), gens=gens.tobytes())
-        return (restore_pool, (self.codec.dtype, state))
-
-    cdef int _load(self, dict state) except -1:
-        """Fill this new, empty pool from a checked pickled state (see _check_state)."""
-        cdef hak_pool_t* p = &self._p
-        cdef uint32_t c, n, K = 1u << p.kshift
-        cdef size_t recbytes = <size_t>K * p.stride
-        cdef Py_ssize_t ri = 0
-        cdef const unsigned char[::1] recs = state["recs"]
-        cdef const unsigned char[::1] gens = state["gens"]
-        cdef const unsigned char[::1] states = state["states"]
-        cdef const uint16_t[::1] floors = np.frombuffer(state["floors"], dtype=np.uint16)
-        n = <uint32_t>states.shape[0]
-        p.tag2 = <uint64_t>state["tag"] << HAK_POOL_TAG_SHIFT
-        p.tag = _new_tag(p.tag2)
-        p.chunks = <hak_pchunk_t*>hak_malloc((n if n else 1) * sizeof(hak_pchunk_t))
-        if p.chunks == NULL:
-            raise MemoryError()
-        memset(p.chunks, 0, (n if n else 1) * sizeof(hak_pchunk_t))
-        p.chunks_cap = n if n else 1
-        p.nbytes = hak_usable_size(p.chunks)
-        p.nchunks = n
-        for c in range(n):
-            p.chunks[c].floor = floors[c]
-            p.chunks[c].state = HAK_PCHUNK_DEAD
-            if states[c] == HAK_PCHUNK_PRESENT:
-                p.chunks[c].rec = <char*>hak_malloc(recbytes)
-                p.chunks[c].gen = <uint16_t*>hak_malloc(K * 2)
-                if p.chunks[c].rec == NULL or p.chunks[c].gen == NULL:
-                    hak_free(p.chunks[c].rec)
-                    hak_free(p.chunks[c].gen)
-                    p.chunks[c].rec = NULL
-                    p.chunks[c].gen = NULL
-                    raise MemoryError()
-                memcpy(p.chunks[c].rec, &recs[ri * recbytes], recbytes)
-                memcpy(p.chunks[c].gen, &gens[ri * K * 2], K * 2)
-                ri += 1
-                p.npresent += 1
-                p.nbytes += hak_usable_size(p.chunks[c].rec) + hak_usable_size(p.chunks[c].gen)
-                p.chunks[c].state = HAK_PCHUNK_PRESENT
-            elif states[c] == HAK_PCHUNK_TRIMMED:
-                p.chunks[c].state = HAK_PCHUNK_TRIMMED
-                p.ntrimmed += 1
-                if c < p.trim_hint:
-                    p.trim_hint = c
-        hak_pool_rebuild_free(p)
-        return 0
+        return (restore_pool, (self.codec.dtype, hak_pool_snapshot(&self._p)))
 
 
 cdef uint64_t _new_tag(uint64_t avoid):
@@ -739,52 +645,11 @@ cdef uint64_t _new_tag(uint64_t avoid):
     return t
 
 
-cdef dict _check_state(RecordPool pool, object state):
-    """Every part of a pickled RecordPool state checked (types, lengths, counts, ranges,
-    generations) before any memory is touched; ValueError / TypeError naming the part."""
-    cdef uint32_t K = 1u << pool._p.kshift
-    if type(state) is not dict:
-        raise TypeError(f"RecordPool pickle: state must be a dict, not {type(state).__name__}")
-    want = {"version": int, "tag": int, "kshift": int, "stride": int, "states": bytes,
-            "floors": bytes, "recs": bytes, "gens": bytes}
-    for k, t in want.items():
-        if type(state.get(k)) is not t:
-            raise TypeError(f"RecordPool pickle: {k!r} must be {t.__name__}, "
-                            f"not {type(state.get(k)).__name__}")
-    if state["version"] != 1:
-        raise ValueError(f"unknown RecordPool pickle version {state['version']!r}")
-    if state["kshift"] != pool._p.kshift or state["stride"] != pool._p.stride:
-        raise ValueError("RecordPool pickle was made with a different chunk layout")
-    if not 0 < state["tag"] < (1 << HAK_POOL_TAG_BITS):
-        raise ValueError(f"RecordPool pickle: tag {state['tag']!r} out of range")
-    states = np.frombuffer(state["states"], dtype=np.uint8)
-    n = states.shape[0]
-    if n > ((<uint64_t>1 << 32) >> pool._p.kshift):
-        raise ValueError(f"RecordPool pickle: {n} chunks is more than a pool can hold")
-    if not np.isin(states, [HAK_PCHUNK_PRESENT, HAK_PCHUNK_TRIMMED,
-                            HAK_PCHUNK_DEAD]).all():
-        raise ValueError("RecordPool pickle: unknown chunk state")
-    npres = int((states == HAK_PCHUNK_PRESENT).sum())
-    if len(state["floors"]) != 2 * n:
-        raise ValueError("RecordPool pickle: floors do not match the chunk count")
-    floors = np.frombuffer(state["floors"], dtype=np.uint16)
-    if (floors > HAK_POOL_GEN_LAST).any():
-        raise ValueError("RecordPool pickle: a chunk floor is out of range")
-    if ((floors[states == HAK_PCHUNK_TRIMMED] | 1) + 2 > HAK_POOL_GEN_LAST).any():
-        raise ValueError("RecordPool pickle: a trimmed chunk has no generations left")
-    if len(state["recs"]) != npres * K * pool._p.stride or len(state["gens"]) != npres * K * 2:
-        raise ValueError("RecordPool pickle: record or generation bytes do not match "
-                         "the present chunks")
-    gens = np.frombuffer(state["gens"], dtype=np.uint16)
-    if ((gens > HAK_POOL_GEN_LAST) & (gens != HAK_POOL_GEN_RETIRED)).any():
-        raise ValueError("RecordPool pickle: a generation is out of range")
-    return state
-
-
 def restore_pool(dtype, state):
     """Unpickle a RecordPool (see RecordPool.__reduce__): its dtype and checked state."""
     cdef RecordPool pool = RecordPool(dtype)
-    pool._load(_check_state(pool, state))
+    hak_pool_check_state(&pool._p, state)
+    hak_pool_load(&pool._p, state, _new_tag(<uint64_t>state["tag"] << HAK_POOL_TAG_SHIFT))
     return pool
 
 

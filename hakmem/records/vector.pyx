@@ -20,7 +20,8 @@ from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset
 
 from hakmem.front cimport hak_realloc, hak_free
-from hakmem.records.codec cimport Codec, codec_for, HAK_SCRATCH
+from hakmem.records.codec cimport (Codec, codec_for, hak_pack_plain, hak_pack_fast,
+                                   HAK_SCRATCH)
 from hakmem.records.view cimport (Record, RecordContainer, make_view, make_detached,
                                   index_arg, norm_index, clamp_index,
                                   HAK_C_OK, HAK_C_EXPORTED, HAK_C_NOMEM, HAK_C_CLOSED,
@@ -218,7 +219,7 @@ cdef class RecordVector(RecordContainer):
         for rec in src:
             if self.n == self.cap:
                 self.room(self.n + 1)
-            self.codec.pack_fast(self.data + self.n * self.itemsize, rec)
+            hak_pack_fast(self.codec, self.data + self.n * self.itemsize, rec)
             self.n += 1
         return 0
 
@@ -533,15 +534,19 @@ cdef class RecordVector(RecordContainer):
 
 
 cdef int _vector_append(RecordVector v, object rec, dict fields) except -1:
-    """Pack into scratch (user code runs here), then re-check v and commit."""
+    """Pack into scratch (user code runs here), then re-check v and commit. A plain
+    record (no user code to run) is written in place when there is room."""
     cdef char tmp[HAK_SCRATCH]
     cdef char* p = tmp
     cdef int rc
+    if fields is None and v.n < v.cap and hak_pack_plain(v.codec, v.data + v.n * v.itemsize, rec):
+        v.n += 1                        # (a closed vector has cap 0: never here)
+        return 0
     if v.itemsize > HAK_SCRATCH:
         buf = bytearray(v.itemsize)
         p = PyByteArray_AS_STRING(buf)
     if fields is None:
-        v.codec.pack_fast(p, rec)
+        hak_pack_fast(v.codec, p, rec)
     else:
         v.codec.pack(p, rec, fields)
     if v.closed:

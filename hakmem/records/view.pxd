@@ -8,7 +8,7 @@
 # never dangle: the owner raises IndexError / KeyError / StaleHandleError (or
 # ValueError if closed) when the record is gone. A detached Record owns a copy.
 from libc.stdint cimport int64_t
-from hakmem.records.codec cimport Codec, RecordBase
+from hakmem.records.codec cimport Codec
 
 # Status codes of the containers' raw (nogil) cdef API; 0 = done.
 cdef enum:
@@ -41,17 +41,26 @@ cdef class RecordContainer(RecordOwner):
     cdef object records(self)                    # a numpy copy of the records, in order
 
 
-cdef class Record(RecordBase):
+cdef class Record:
+    cdef Codec codec
     cdef object holder      # a RecordOwner; for a detached record, its bytearray
     cdef int64_t pos
     cdef bint attached
+    cdef int load(self, char* dst, Py_ssize_t off, Py_ssize_t size) except -1
     cdef object field_value(self, Py_ssize_t i)
     cdef int set_field(self, Py_ssize_t i, object value) except -1
     cdef tuple _values(self)
     cdef Py_ssize_t _field_index(self, key) except -1
 
 
-cdef Record make_view(RecordOwner owner, Codec codec, int64_t pos)
+# A view of the record at pos of owner (inline: map and vector lookups make one per call).
+cdef inline Record make_view(RecordOwner owner, Codec codec, int64_t pos):
+    cdef Record r = Record.__new__(Record)
+    r.holder = owner
+    r.codec = codec
+    r.pos = pos
+    r.attached = True
+    return r
 cdef Record make_detached(Codec codec, const char* src)
 
 

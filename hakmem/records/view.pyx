@@ -15,7 +15,8 @@ from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
 from cpython.object cimport PyObject_GenericGetAttr
 from libc.string cimport memcpy
 
-from hakmem.records.codec cimport codec_for, hak_scratch_t, scratch_get, scratch_done
+from hakmem.records.codec cimport (codec_for, hak_scratch_t, scratch_get, scratch_done,
+                                   register_view)
 
 from hakmem.spec import FieldError
 
@@ -96,7 +97,7 @@ cdef class RecordContainer(RecordOwner):
 @cython.freelist(64)
 @cython.final
 @cython.no_gc          # a view refers to its owner, never the reverse: no cycles
-cdef class Record(RecordBase):
+cdef class Record:
     """One record: a view into a pool or container, or a detached copy (from pop, copy()).
 
     Fields read and write as attributes (``r.x``, ``r.x = 2.0``) or by name or
@@ -263,15 +264,6 @@ cdef class Record(RecordBase):
         return (record_from_bytes, (self.codec.dtype, b))
 
 
-cdef Record make_view(RecordOwner owner, Codec codec, int64_t pos):
-    cdef Record r = Record.__new__(Record)
-    r.holder = owner
-    r.codec = codec
-    r.pos = pos
-    r.attached = True
-    return r
-
-
 cdef Record make_detached(Codec codec, const char* src):
     cdef Record r = Record.__new__(Record)
     data = bytearray(codec.itemsize)
@@ -280,6 +272,17 @@ cdef Record make_detached(Codec codec, const char* src):
     r.codec = codec
     r.attached = False
     return r
+
+
+cdef Codec _codec_of_view(object rec):
+    return (<Record>rec).codec
+
+
+cdef int _load_view(object rec, char* dst) except -1:
+    return (<Record>rec).load(dst, 0, (<Record>rec).codec.itemsize)
+
+
+register_view(Record, _codec_of_view, _load_view)
 
 
 def record_from_bytes(dtype, b):

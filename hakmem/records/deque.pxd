@@ -43,6 +43,5 @@ cdef class RecordDeque(RecordContainer):
     cdef int _ring_room(self) noexcept nogil
     cdef void _release_all(self) noexcept nogil
     # Python API helpers
-    cdef char* _seq_ptr(self, int64_t seq) except NULL
     cdef int _push(self, rec, dict fields, bint left) except -1
     cdef int _push_all(self, src, bint left) except -1

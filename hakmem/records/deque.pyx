@@ -196,21 +196,12 @@ cdef class RecordDeque(RecordContainer):
         return HAK_C_OK
 
     # ---------------------------------------------------------------- views
-    cdef char* _seq_ptr(self, int64_t seq) except NULL:
+    cdef char* view_addr(self, int64_t seq) except NULL:
         cdef int64_t i = seq - self.base_seq
         self.check_open()
         if i < 0 or i >= self.n:
             raise IndexError("the record this view refers to has left the RecordDeque")
         return self.ptr_at(i)
-
-    cdef int view_load(self, int64_t pos, char* dst, Py_ssize_t off, Py_ssize_t size) except -1:
-        memcpy(dst + off, self._seq_ptr(pos) + off, size)
-        return 0
-
-    cdef int view_store(self, int64_t pos, const char* src, Py_ssize_t off,
-                        Py_ssize_t size) except -1:
-        memcpy(self._seq_ptr(pos) + off, src + off, size)
-        return 0
 
     cdef object view_key(self, int64_t pos):
         return pos - self.base_seq if self.base_seq <= pos < self.base_seq + self.n else None

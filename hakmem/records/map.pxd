@@ -47,4 +47,3 @@ cdef class RecordMap(RecordContainer):
     cdef object _key_obj(self, uint64_t bits)
     cdef int _bulk_set(self, keys, vals) except -1
     cdef tuple _key_bits(self, keys)
-    cdef char* _key_ptr(self, int64_t key) except NULL

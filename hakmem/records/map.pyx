@@ -266,22 +266,13 @@ cdef class RecordMap(RecordContainer):
         return HAK_C_OK
 
     # ---------------------------------------------------------------- views
-    cdef char* _key_ptr(self, int64_t key) except NULL:
+    cdef char* view_addr(self, int64_t key) except NULL:
         cdef char* p
         self.check_open()
         p = _map_find(self, <uint64_t>key)
         if p == NULL:
             raise KeyError(self._key_obj(<uint64_t>key))
         return p
-
-    cdef int view_load(self, int64_t pos, char* dst, Py_ssize_t off, Py_ssize_t size) except -1:
-        memcpy(dst + off, self._key_ptr(pos) + off, size)
-        return 0
-
-    cdef int view_store(self, int64_t pos, const char* src, Py_ssize_t off,
-                        Py_ssize_t size) except -1:
-        memcpy(self._key_ptr(pos) + off, src + off, size)
-        return 0
 
     cdef object view_key(self, int64_t pos):
         return self._key_obj(<uint64_t>pos)

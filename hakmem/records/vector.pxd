@@ -32,7 +32,6 @@ cdef class RecordVector(RecordContainer):
     # for the other record modules (Python API helpers)
     cdef int room(self, Py_ssize_t need) except -1       # grow to need records or raise
     cdef int stage(self, object src) except -1           # append src's records (extend)
-    cdef int _view_check(self, int64_t pos) except -1
     cdef RecordVector _slice(self, slice s)
     cdef int _set_slice(self, slice s, value) except -1
 

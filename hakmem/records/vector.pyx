@@ -168,23 +168,12 @@ cdef class RecordVector(RecordContainer):
         return 0
 
     # ---------------------------------------------------------------- views
-    cdef int view_load(self, int64_t pos, char* dst, Py_ssize_t off, Py_ssize_t size) except -1:
-        self._view_check(pos)
-        memcpy(dst + off, self.data + pos * self.itemsize + off, size)
-        return 0
-
-    cdef int view_store(self, int64_t pos, const char* src, Py_ssize_t off,
-                        Py_ssize_t size) except -1:
-        self._view_check(pos)
-        memcpy(self.data + pos * self.itemsize + off, src + off, size)
-        return 0
-
-    cdef int _view_check(self, int64_t pos) except -1:
+    cdef char* view_addr(self, int64_t pos) except NULL:
         self.check_open()
         if pos >= self.n:
             raise IndexError(f"record view at index {pos}: the RecordVector has "
                              f"only {self.n} records now")
-        return 0
+        return self.data + pos * self.itemsize
 
     cdef object records(self):
         return self.to_numpy()

@@ -39,6 +39,9 @@ cdef class RecordContainer(RecordOwner):
     cdef int check_open(self) except -1
     cdef int raise_rc(self, int rc) except -1    # HAK_C_* code -> exception
     cdef object records(self)                    # a numpy copy of the records, in order
+    # The address of the record at pos now (raises if it is gone or the container is
+    # closed); view_load / view_store copy through it.
+    cdef char* view_addr(self, int64_t pos) except NULL
 
 
 cdef class Record:

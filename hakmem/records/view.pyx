@@ -74,6 +74,18 @@ cdef class RecordContainer(RecordOwner):
     cdef object records(self):
         raise NotImplementedError
 
+    cdef char* view_addr(self, int64_t pos) except NULL:
+        raise NotImplementedError
+
+    cdef int view_load(self, int64_t pos, char* dst, Py_ssize_t off, Py_ssize_t size) except -1:
+        memcpy(dst + off, self.view_addr(pos) + off, size)
+        return 0
+
+    cdef int view_store(self, int64_t pos, const char* src, Py_ssize_t off,
+                        Py_ssize_t size) except -1:
+        memcpy(self.view_addr(pos) + off, src + off, size)
+        return 0
+
     def __enter__(self):
         self.check_open()
         return self

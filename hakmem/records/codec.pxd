@@ -150,8 +150,21 @@ cdef struct hak_scratch_t:
     char* p
     char stack[HAK_SCRATCH]
 
-cdef char* scratch_get(hak_scratch_t* s, Py_ssize_t size) except NULL
-cdef void scratch_done(hak_scratch_t* s) noexcept
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+
+cdef inline char* scratch_get(hak_scratch_t* s, Py_ssize_t size) except NULL:
+    if size <= HAK_SCRATCH:
+        s.p = s.stack
+        return s.p
+    s.p = <char*>PyMem_Malloc(<size_t>size)
+    if s.p == NULL:
+        raise MemoryError()
+    return s.p
+
+cdef inline void scratch_done(hak_scratch_t* s) noexcept:
+    if s.p != NULL and s.p != s.stack:
+        PyMem_Free(s.p)
+    s.p = NULL
 
 
 # Store the low `size` (1, 2, 4 or 8) bytes of bits at dst. Signed and unsigned fields

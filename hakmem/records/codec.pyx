@@ -18,6 +18,7 @@ from cpython.long cimport (PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLo
                            PyLong_FromLongLong, PyLong_FromUnsignedLongLong)
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.number cimport PyIndex_Check, PyNumber_Index
+from cpython.dict cimport PyDict_GetItem
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from cpython.sequence cimport PySequence_Tuple
@@ -60,24 +61,6 @@ _IMAX[:] = [0, 127, 32767, 2147483647, 0, 255, 65535, 4294967295, 0, 0, 0, 0, 0]
 _IMIN[<int>HAK_K_I8] = INT64_MIN
 _IMAX[<int>HAK_K_I8] = INT64_MAX
 cdef double _F4_MAX = 3.4028234663852886e38
-
-
-# ============================================================================ scratch
-cdef char* scratch_get(hak_scratch_t* s, Py_ssize_t size) except NULL:
-    """A buffer of size bytes: s.stack if it fits, else the heap (see scratch_done)."""
-    if size <= HAK_SCRATCH:
-        s.p = s.stack
-    else:
-        s.p = <char*>PyMem_Malloc(<size_t>size)
-        if s.p == NULL:
-            raise MemoryError()
-    return s.p
-
-
-cdef void scratch_done(hak_scratch_t* s) noexcept:
-    if s.p != NULL and s.p != s.stack:
-        PyMem_Free(s.p)
-    s.p = NULL
 
 
 # ============================================================================ cache
@@ -155,10 +138,10 @@ cdef class Codec:
 
     cdef Py_ssize_t field(self, object name) except -1:
         """The position of field `name`; FieldError naming the known fields if none."""
-        i = self.index.get(name) if isinstance(name, str) else None
-        if i is None:
+        cdef PyObject* i = PyDict_GetItem(self.index, name) if isinstance(name, str) else NULL
+        if i == NULL:
             raise FieldError(f"record has no field {name!r} (fields: {', '.join(self.names)})")
-        return <Py_ssize_t>i
+        return <Py_ssize_t><object>i
 
     cdef int pack(self, char* dst, object rec, dict kw) except -1:
         """Write rec (tuple/list/dict/Record/numpy record) or the keyword fields to dst."""

@@ -28,6 +28,7 @@
 # p.lock, a futex mutex, while it touches the pool. Nothing calls into Python or
 # waits for the GIL while holding it, so the GIL and p.lock cannot deadlock.
 from libc.stdint cimport int64_t, uint64_t, uint32_t, uint16_t, uint8_t
+from libc.string cimport memcpy
 
 cdef enum:
     HAK_POOL_END = 0xFFFFFFFF       # end of the free list
@@ -249,17 +250,108 @@ cdef inline void hak_pool_prefetch(hak_pool_t* p, uint64_t h, uint32_t off) noex
             hak_prefetch(ch.rec + <size_t>j * p.stride + off)
 
 
+# The hot paths, inline (compiled into hakmem.records.pool). Callers hold p.lock.
+cdef inline bint hak_pool_free_list_ok(hak_pool_t* p, uint32_t s, uint32_t nxt) noexcept nogil:
+    """Cheap sanity check of a slot popped off the free list (a late write through a
+    nogil pointer after free could have clobbered its link)."""
+    cdef hak_pchunk_t* ch = &p.chunks[s >> p.kshift]
+    if ch.state != HAK_PCHUNK_PRESENT or (ch.gen[s & ((1u << p.kshift) - 1)] & 1):
+        return False
+    return nxt == HAK_POOL_END or (nxt >> p.kshift) < p.nchunks
+
+
+cdef inline char* hak_pool_alloc_locked(hak_pool_t* p, uint64_t* hout) noexcept nogil:
+    """Pop a free slot and make it live; NULL when out of memory."""
+    cdef uint32_t s, nxt, j
+    cdef hak_pchunk_t* ch
+    cdef char* r
+    cdef uint16_t g
+    if hak_unlikely(p.free_head == HAK_POOL_END):
+        if hak_pool_grow(p) != 0:
+            return NULL
+    s = p.free_head
+    ch = &p.chunks[s >> p.kshift]
+    j = s & ((1u << p.kshift) - 1)
+    r = ch.rec + <size_t>j * p.stride
+    nxt = hak_ld32(r)
+    if hak_unlikely(not hak_pool_free_list_ok(p, s, nxt)):
+        hak_pool_rebuild_free(p)
+        return hak_pool_alloc_locked(p, hout)
+    g = ch.gen[j] + 1
+    ch.gen[j] = g
+    ch.live += 1
+    p.free_head = nxt
+    p.nfree -= 1
+    p.live += 1
+    p.allocs += 1
+    hout[0] = p.tag | (<uint64_t>s << HAK_POOL_GEN_BITS) | g
+    return r
+
+
+cdef inline void hak_pool_release_slot(hak_pool_t* p, hak_pchunk_t* ch, uint32_t j,
+                               uint64_t h) noexcept nogil:
+    """Slot j of ch (generation already advanced to even g or not): push or retire."""
+    cdef uint16_t g = ch.gen[j]
+    cdef uint32_t s = <uint32_t>((h >> HAK_POOL_GEN_BITS) & HAK_POOL_SLOT_MASK)
+    ch.live -= 1
+    p.live -= 1
+    p.frees += 1
+    if hak_likely(g < HAK_POOL_GEN_LAST + 1):
+        hak_st32(ch.rec + <size_t>j * p.stride, p.free_head)
+        p.free_head = s
+        p.nfree += 1
+        return
+    # Generation space of this slot used up: retire it for good.
+    ch.gen[j] = HAK_POOL_GEN_RETIRED
+    ch.retired += 1
+    p.retired += 1
+    if ch.retired == (1u << p.kshift):
+        hak_pool_chunk_release(p, ch)
+        ch.state = HAK_PCHUNK_DEAD
+
+
+cdef inline int hak_pool_free_locked(hak_pool_t* p, uint64_t h) noexcept nogil:
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef int r = hak_pool_decode(p, h, &ch, &j)
+    if hak_unlikely(r != HAK_R_OK):
+        p.stale += 1
+        return r
+    ch.gen[j] += 1
+    hak_pool_release_slot(p, ch, j, h)
+    return HAK_R_OK
+
+
+cdef inline int hak_pool_copy_locked(hak_pool_t* p, uint64_t h, char* buf, uint32_t off, uint32_t size,
+                             bint store, bint count_stale) noexcept nogil:
+    """Under p.lock: copy `size` bytes at `off` of the record of h into buf[off:]
+    (store: from buf[off:] into the record; buf is then only read). An _R_* code;
+    nothing is copied unless HAK_R_OK, else p.stale counts the refusal if count_stale
+    (the Python API counts, the C API does not)."""
+    cdef hak_pchunk_t* ch
+    cdef uint32_t j
+    cdef char* rec
+    cdef int r
+    hak_plock(&p.lock)
+    r = hak_pool_decode(p, h, &ch, &j)
+    if hak_likely(r == HAK_R_OK):
+        rec = ch.rec + <size_t>j * p.stride + off
+        if store:
+            memcpy(rec, buf + off, size)
+        else:
+            memcpy(buf + off, rec, size)
+    elif count_stale:
+        p.stale += 1
+    hak_punlock(&p.lock)
+    return r
+
+
 # Callers hold p.lock (the *_locked functions) or take it (the cimport API above).
+cdef void hak_pool_chunk_release(hak_pool_t* p, hak_pchunk_t* ch) noexcept nogil
 cdef void hak_pool_rebuild_free(hak_pool_t* p) noexcept nogil
 cdef int hak_pool_grow(hak_pool_t* p) noexcept nogil
-cdef char* hak_pool_alloc_locked(hak_pool_t* p, uint64_t* hout) noexcept nogil
-cdef void hak_pool_release_slot(hak_pool_t* p, hak_pchunk_t* ch, uint32_t j,
-                                uint64_t h) noexcept nogil
-cdef int hak_pool_free_locked(hak_pool_t* p, uint64_t h) noexcept nogil
 cdef size_t hak_pool_trim_locked(hak_pool_t* p) noexcept nogil
 cdef void hak_pool_release_all(hak_pool_t* p) noexcept nogil
-cdef int hak_pool_copy_locked(hak_pool_t* p, uint64_t h, char* buf, uint32_t off, uint32_t size,
-                              bint store, bint count_stale) noexcept nogil
 cdef Py_ssize_t hak_pool_gather_locked(hak_pool_t* p, const int64_t* hs, Py_ssize_t n,
                                        uint32_t off, uint32_t size, char* dst,
                                        int* rout) noexcept nogil

@@ -114,9 +114,10 @@ cdef _stale(int reason, object handle):
                             "(stale handle: the pool is unchanged)")
 
 
-cdef _handle_array(object handles):
-    """Any int sequence/array of handles -> a new contiguous int64 array. Always a copy:
-    bulk methods read it without the GIL, while other threads may change the caller's."""
+cdef _handle_array(object handles, bint copy):
+    """Any int sequence/array of handles -> a contiguous int64 array; a copy if `copy`
+    (free_many and scatter check every handle, release the GIL, then act: another
+    thread must not change the array in between; gather decodes each handle once)."""
     a = np.asarray(handles)
     if a.dtype.kind not in "iu":
         if a.size == 0:
@@ -124,7 +125,9 @@ cdef _handle_array(object handles):
         raise TypeError(f"handles must be ints, not {a.dtype} values")
     if a.dtype == np.uint64:
         a = a.view(np.int64)          # >= 2**63 becomes negative: still no valid handle
-    return np.array(a, dtype=np.int64, order="C", copy=True)
+    if copy:
+        return np.array(a, dtype=np.int64, order="C", copy=True)
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 cdef inline int _copy_or_raise(RecordPool pool, uint64_t h, object handle, char* buf,
@@ -368,7 +371,7 @@ cdef class RecordPool(RecordOwner):
         cdef uint32_t j
         cdef hak_pool_t* p = &self._p
         self._check_open()
-        arr = _handle_array(handles).reshape(-1)
+        arr = _handle_array(handles, True).reshape(-1)
         n = arr.shape[0]
         if n == 0:
             return
@@ -409,7 +412,7 @@ cdef class RecordPool(RecordOwner):
         cdef hak_pool_t* p = &self._p
         cdef char* dst
         self._check_open()
-        arr = _handle_array(handles)
+        arr = _handle_array(handles, False)
         out = np.empty(arr.shape, dtype=self.codec.spec.fields[fi].dtype)
         n = arr.size
         if n == 0:
@@ -441,7 +444,7 @@ cdef class RecordPool(RecordOwner):
         cdef hak_pool_t* p = &self._p
         cdef const char* src
         self._check_open()
-        arr = _handle_array(handles).reshape(-1)
+        arr = _handle_array(handles, True).reshape(-1)
         n = arr.shape[0]
         vals = self.codec.column(fi, values, n)
         if n == 0:

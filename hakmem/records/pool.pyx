@@ -25,7 +25,7 @@ from hakmem.front cimport hak_malloc, hak_free, hak_usable_size, hak_trim
 from hakmem.classes cimport hak_likely, hak_unlikely
 from hakmem.records.codec cimport (Codec, codec_for, HAK_K_F8, hak_scratch_t, scratch_get,
                                    scratch_done)
-from hakmem.records.view cimport RecordOwner, Record, make_view
+from hakmem.records.view cimport RecordOwner, Record, make_view, hak_add_fastcall
 from hakmem.records.cpool cimport *
 
 cimport cython
@@ -37,29 +37,6 @@ import numpy as np
 from hakmem.spec import parse_spec
 
 __all__ = ["RecordPool", "StaleHandleError", "restore_pool"]
-
-cdef extern from *:
-    """
-    /* Install a METH_FASTCALL|METH_KEYWORDS C function as a method of a static type. */
-    static int hak_add_method(PyObject* type, PyMethodDef* def) {
-        PyObject* d = PyDescr_NewMethod((PyTypeObject*)type, def);
-        if (d == NULL) return -1;
-        int rc = PyDict_SetItemString(((PyTypeObject*)type)->tp_dict, def->ml_name, d);
-        Py_DECREF(d);
-        PyType_Modified((PyTypeObject*)type);
-        return rc;
-    }
-    static PyMethodDef hak_alloc_def;
-    """
-    ctypedef struct PyMethodDef:
-        const char* ml_name
-        void* ml_meth
-        int ml_flags
-        const char* ml_doc
-    int METH_FASTCALL
-    int METH_KEYWORDS
-    PyMethodDef hak_alloc_def
-    int hak_add_method(object type, PyMethodDef* d) except -1
 
 class StaleHandleError(KeyError):
     """A handle that is not live in this pool: freed (even if its slot was reused),
@@ -326,7 +303,7 @@ cdef class RecordPool(RecordOwner):
         cdef char* src
         cdef int64_t[::1] out
         cdef Py_ssize_t i, done = 0
-        cdef uint64_t h
+        cdef uint64_t h = 0
         cdef char* r
         cdef size_t isz = self._p.itemsize
         cdef int closed = 0
@@ -720,15 +697,12 @@ cdef object _alloc_vc(PyObject* self_, PyObject** args, Py_ssize_t nargs, PyObje
         scratch_done(&s)
 
 
-hak_alloc_def.ml_name = b"alloc"
-hak_alloc_def.ml_meth = <void*>_alloc_vc
-hak_alloc_def.ml_flags = METH_FASTCALL | METH_KEYWORDS
-hak_alloc_def.ml_doc = (b"alloc($self, /, *values, **fields)\n--\n\n"
+hak_add_fastcall(RecordPool, b"alloc", <void*>_alloc_vc,
+    b"alloc($self, /, *values, **fields)\n--\n\n"
     b"Allocate a record; return its handle (an int). Fields are given by position\n"
     b"(declaration order) and/or by name; fields not given are zero. Every value is\n"
     b"checked before anything is written (TypeError / OverflowError / FieldError\n"
     b"naming the field).")
-hak_add_method(RecordPool, &hak_alloc_def)
 
 
 cdef hak_pool_t* hak_pool_of(RecordPool pool) except NULL:

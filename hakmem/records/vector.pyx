@@ -14,7 +14,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.number cimport PyIndex_Check, PyNumber_AsSsize_t
-from cpython.object cimport PyObject, PyTypeObject, PyMethodDef, PyCFunction
+from cpython.object cimport PyObject
 from cpython.slice cimport PySlice_Unpack, PySlice_AdjustIndices
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy, memmove, memset
@@ -23,7 +23,7 @@ from hakmem.front cimport hak_realloc, hak_free
 from hakmem.records.codec cimport (Codec, codec_for, hak_pack_plain, hak_pack_fast,
                                    HAK_SCRATCH)
 from hakmem.records.view cimport (Record, RecordContainer, make_view, make_detached,
-                                  index_arg, norm_index, clamp_index,
+                                  index_arg, norm_index, clamp_index, hak_add_fastcall,
                                   HAK_C_OK, HAK_C_EXPORTED, HAK_C_NOMEM, HAK_C_CLOSED,
                                   HAK_C_EMPTY)
 
@@ -34,21 +34,6 @@ __all__ = ["RecordVector", "vector_from_bytes"]
 cdef extern from "Python.h":
     bint PyLong_CheckExact(object)
     const Py_ssize_t PY_SSIZE_T_MAX
-
-cdef extern from *:
-    """
-    /* RecordVector.append as a METH_FASTCALL|METH_KEYWORDS method: Cython's own wrapper
-       would build an empty **fields dict on every call. ml_meth is set at import. */
-    static PyMethodDef hak_vec_append_def = {
-        "append", NULL, METH_FASTCALL | METH_KEYWORDS,
-        "append(self, rec=None, /, **fields)\\n--\\n\\n"
-        "Append one record: a tuple/list/dict/Record, or the fields as keywords.\\n"
-        "A refused record (TypeError/OverflowError naming the field) leaves\\n"
-        "the vector unchanged; BufferError if it must grow while its buffer is exported."};
-    """
-    PyMethodDef hak_vec_append_def
-    object PyDescr_NewMethod(PyTypeObject* t, PyMethodDef* d)
-    void PyType_Modified(PyTypeObject* t)
 
 cdef char _empty_buf[16]            # buffer address of an empty vector (never written)
 
@@ -584,7 +569,10 @@ def vector_from_bytes(dtype, b):
     return v
 
 
-hak_vec_append_def.ml_meth = <PyCFunction><void*>_vector_append_fastcall
-(<object>(<PyTypeObject*>RecordVector).tp_dict)["append"] = PyDescr_NewMethod(
-    <PyTypeObject*>RecordVector, &hak_vec_append_def)
-PyType_Modified(<PyTypeObject*>RecordVector)
+# RecordVector.append as a METH_FASTCALL | METH_KEYWORDS method: Cython's own wrapper
+# would build an empty **fields dict on every call.
+hak_add_fastcall(RecordVector, b"append", <void*>_vector_append_fastcall,
+    b"append(self, rec=None, /, **fields)\n--\n\n"
+    b"Append one record: a tuple/list/dict/Record, or the fields as keywords.\n"
+    b"A refused record (TypeError/OverflowError naming the field) leaves\n"
+    b"the vector unchanged; BufferError if it must grow while its buffer is exported.")

@@ -10,6 +10,28 @@
 from libc.stdint cimport int64_t
 from hakmem.records.codec cimport Codec
 
+# Install fn (a METH_FASTCALL | METH_KEYWORDS C function) as method `name` of the
+# extension type `type` (its def lives for the process): the pool's alloc and the
+# vector's append, so no tuple or dict is built for their arguments.
+cdef extern from *:
+    """
+    static int hak_add_fastcall(PyObject* type, const char* name, void* fn, const char* doc) {
+        PyMethodDef* def = (PyMethodDef*)PyMem_RawCalloc(1, sizeof(PyMethodDef));
+        if (def == NULL) { PyErr_NoMemory(); return -1; }
+        def->ml_name = name;
+        def->ml_meth = (PyCFunction)fn;
+        def->ml_flags = METH_FASTCALL | METH_KEYWORDS;
+        def->ml_doc = doc;
+        PyObject* d = PyDescr_NewMethod((PyTypeObject*)type, def);
+        if (d == NULL) return -1;
+        int rc = PyDict_SetItemString(((PyTypeObject*)type)->tp_dict, name, d);
+        Py_DECREF(d);
+        PyType_Modified((PyTypeObject*)type);
+        return rc;
+    }
+    """
+    int hak_add_fastcall(object type, const char* name, void* fn, const char* doc) except -1
+
 # Status codes of the containers' raw (nogil) cdef API; 0 = done.
 cdef enum:
     HAK_C_OK = 0

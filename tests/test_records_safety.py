@@ -2,6 +2,8 @@
 completes or raises a clear error with its container intact, whatever user code runs
 inside it (re-entrant conversions, lying values, other threads, crafted pickles,
 hand-built specs). Run under the debug build too (boundscheck on)."""
+import importlib.util
+import os
 import pickle
 import threading
 
@@ -15,30 +17,18 @@ from hakmem import (FieldError, Record, RecordDeque, RecordMap, RecordPool, Reco
 from hakmem.records.pool import restore_pool
 from hakmem.spec import Field, RecordSpec, parse_spec
 
+_spec = importlib.util.spec_from_file_location(
+    "hakmem_fuzz", os.path.join(os.path.dirname(__file__), os.pardir, "tools", "fuzz.py"))
+fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fuzz)
+
 SPEC = "x:f8 n:i4 s:S4"
 OK = (ValueError, IndexError, KeyError, TypeError, OverflowError, BufferError, RuntimeError)
 
 
-class Fights:
-    """A value whose conversion runs `act` (once) and then converts to `value`."""
-
-    def __init__(self, act, value=1):
-        self.act, self.value, self.ran = act, value, False
-
-    def _run(self):
-        if not self.ran:
-            self.ran = True
-            self.act()
-
-    def __float__(self):
-        self._run()
-        return float(self.value)
-
-    def __index__(self):
-        self._run()
-        return int(self.value)
-
-    __int__ = __index__
+# Trap(act, value): a value whose __float__ / __index__ runs act() once, then converts
+# to value; TrapArray(act, arr): an array-like whose __array__ runs act() first.
+Fights, ArrayFights = fuzz.Trap, fuzz.TrapArray
 
 
 def intact(c):
@@ -117,17 +107,6 @@ MAP_CALLS = {
     "update_pairs": lambda c, f: c.update([(f, (1.0, 1, b""))]),
     "view_set": lambda c, f: setattr(c[1], "x", f),
 }
-
-
-class ArrayFights:
-    """An array-like whose __array__ runs `act` first."""
-
-    def __init__(self, act, arr):
-        self.act, self.arr = act, arr
-
-    def __array__(self, dtype=None, copy=None):
-        self.act()
-        return self.arr
 
 
 def _cases(kind, calls):

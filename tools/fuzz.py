@@ -1466,7 +1466,7 @@ class MapSection:
 
 
 # ---------------------------------------------------------------------------- reentry
-class _Trap:
+class Trap:
     """A field value or index whose conversion (``__float__`` / ``__index__``) first
     runs ``act`` (mutating or closing some container), then yields ``value``."""
 
@@ -1492,7 +1492,7 @@ class _Trap:
         return f"<trap {self.value!r}>"
 
 
-class _TrapArray:
+class TrapArray:
     """An array-like whose ``__array__`` runs ``act`` first."""
 
     def __init__(self, act, arr):
@@ -1593,14 +1593,14 @@ class ReentrySection:
 
     def _val(self, value):
         """value, or a trap that converts to it."""
-        return _Trap(self._action(), value) if self.rng.random() < 0.5 else value
+        return Trap(self._action(), value) if self.rng.random() < 0.5 else value
 
     def _rec(self):
         rec = self._plain()
         rng = self.rng
         i = rng.randrange(3)                 # id, x or a: fields with a conversion
         out = list(rec)
-        out[i] = _Trap(self._action(), rec[i])
+        out[i] = Trap(self._action(), rec[i])
         return tuple(out) if rng.random() < 0.7 else out
 
     def _call(self, fn, *args, **kw) -> None:
@@ -1639,7 +1639,7 @@ class ReentrySection:
         elif op == 9:
             self._call(lambda: v[self._idx(n):self._idx(n)])
         else:
-            self._call(v.extend, _TrapArray(self._action(), np.zeros(3, v.dtype)))
+            self._call(v.extend, TrapArray(self._action(), np.zeros(3, v.dtype)))
 
     def op_deque(self) -> None:
         q, rng = self.c["deque"], self.rng
@@ -1682,7 +1682,7 @@ class ReentrySection:
             keys = np.arange(rng.randint(0, 5), dtype=np.int64)
             vals = np.zeros(len(keys), m.dtype)
             vals["id"] = 3
-            self._call(m.set_many, _TrapArray(self._action(), keys), vals)
+            self._call(m.set_many, TrapArray(self._action(), keys), vals)
         else:
             self._call(lambda: m.get(key()))
 
@@ -1741,7 +1741,7 @@ class ReentrySection:
             self._call(p.scatter, "id", hs[:4], np.array([self._val(8)] * len(hs[:4]),
                                                           dtype=object))
         else:
-            self._call(p.free_many, _TrapArray(self._action(), hs[:2]))
+            self._call(p.free_many, TrapArray(self._action(), hs[:2]))
 
     def op_check(self) -> None:
         self.check()

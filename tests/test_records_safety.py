@@ -2,6 +2,7 @@
 completes or raises a clear error with its container intact, whatever user code runs
 inside it (re-entrant conversions, lying values, other threads, crafted pickles,
 hand-built specs). Run under the debug build too (boundscheck on)."""
+import copy
 import importlib.util
 import os
 import pickle
@@ -384,10 +385,11 @@ def test_pickles_carry_no_bytes_of_dead_records():
     live = (gens & 1) == 1
     assert (recs[~live] == 0).all() and (recs[live, 1:] == 0).all()
     assert (recs[live, 0] == 0xAB).all()
-    q = pickle.loads(pickle.dumps(p))
-    assert q.gather("a", hs[1::2]).tolist() == [0xAB] * 50
-    new = q.alloc()
-    assert new not in p and q.read(new) == (0,)
+    for q in (pickle.loads(pickle.dumps(p)), copy.deepcopy(p)):
+        assert q.gather("a", hs[1::2]).tolist() == [0xAB] * 50      # old handles valid
+        new = q.alloc()                                           # a tag of its own:
+        assert new not in p and q.read(new) == (0,)               # the original refuses it
+        assert (new >> 48) != (int(hs[1]) >> 48)
 
 
 def _state():
@@ -459,3 +461,27 @@ def test_old_pickle_names_still_resolve():
     assert callable(P._restore)
     with pytest.raises(TypeError):
         C._vector_from_bytes(RecordVector(SPEC).dtype, None)
+
+
+_JUNK = st.one_of(st.none(), st.integers(-(1 << 70), 1 << 70), st.floats(), st.text(max_size=4),
+                  st.binary(max_size=40), st.lists(st.integers(-5, 5), max_size=4),
+                  st.sampled_from([np.zeros(2, "i8"), np.zeros(3, parse_spec(SPEC).dtype),
+                                   parse_spec(SPEC).dtype, "i8", "u1", "x:f8", object()]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(which=st.sampled_from(["vector", "deque", "map", "record"]), args=st.lists(_JUNK, max_size=4))
+def test_crafted_container_pickles_are_refused_or_consistent(which, args):
+    """What a container pickle calls, fed junk: a clear error or a consistent container."""
+    import hakmem.containers as C
+    dtype = parse_spec(SPEC).dtype
+    fn = {"vector": C._vector_from_bytes, "deque": RecordDeque, "map": C._map_from_arrays,
+          "record": C._record_from_bytes}[which]
+    try:
+        obj = fn(dtype, *args)
+    except (TypeError, ValueError, OverflowError, KeyError, SpecError):
+        return
+    if which == "record":
+        assert len(obj.as_tuple()) == 3
+    else:
+        intact(obj)

@@ -485,3 +485,26 @@ def test_crafted_container_pickles_are_refused_or_consistent(which, args):
         assert len(obj.as_tuple()) == 3
     else:
         intact(obj)
+
+
+@pytest.mark.parametrize("cls", [Record, RecordVector, RecordDeque, RecordMap])
+def test_objects_made_by_new_alone_refuse_use(cls):
+    """cls.__new__(cls) skips __init__: every use is a clear error, nothing dereferences
+    a missing codec."""
+    o = cls.__new__(cls)
+    uses = [lambda: o.x, lambda: len(o), lambda: repr(o), lambda: o == (1,), lambda: o[0],
+            lambda: list(o), lambda: pickle.dumps(o), lambda: dir(o), lambda: o.dtype,
+            lambda: o.append((1.0,)), lambda: o.__setitem__(0, (1,)), lambda: o.sort(),
+            lambda: o.copy(), lambda: o.tolist(), lambda: o.update({1: (1,)}),
+            lambda: o.set_many([1], np.zeros(1, "u1")), lambda: memoryview(o),
+            lambda: o.insert(0, (1,)), lambda: o.setdefault(1), lambda: setattr(o, "x", 1)]
+    for use in uses:
+        try:
+            use()
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError, BufferError,
+                OverflowError):
+            pass
+    if cls is not Record:
+        assert o.closed
+        o.__init__(SPEC)                  # a late __init__ makes it a working container
+        assert len(o) == 0 and not o.closed

@@ -74,7 +74,7 @@ cdef Codec codec_for(object spec):
     dt = parse_spec(spec).dtype
     c = _codecs.get(dt)
     if c is None:
-        c = Codec(parse_spec(dt))        # from the dtype alone: the cache cannot be poisoned
+        c = Codec(dt)                    # from the dtype alone: the cache cannot be poisoned
         _codecs[dt] = c
     return <Codec>c
 
@@ -105,6 +105,7 @@ cdef class Codec:
 
     def __cinit__(self, rs):
         cdef Py_ssize_t i, covered = 0
+        rs = parse_spec(rs)                 # a hand-built RecordSpec is re-derived, not trusted
         self.spec = rs
         self.dtype = rs.dtype
         self.itemsize = rs.itemsize

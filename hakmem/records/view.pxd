@@ -61,6 +61,7 @@ cdef class RecordContainer(RecordOwner):
     cdef int check_open(self) except -1
     cdef int raise_rc(self, int rc) except -1    # HAK_C_* code -> exception
     cdef object records(self)                    # a numpy copy of the records, in order
+    cdef Codec _bound(self)                      # the codec; TypeError before __init__
     # The address of the record at pos now (raises if it is gone or the container is
     # closed); view_load / view_store copy through it.
     cdef char* view_addr(self, int64_t pos) except NULL
@@ -75,6 +76,7 @@ cdef class Record:
     cdef object field_value(self, Py_ssize_t i)
     cdef int set_field(self, Py_ssize_t i, object value) except -1
     cdef tuple _values(self)
+    cdef int _check(self) except -1
     cdef Py_ssize_t _field_index(self, key) except -1
 
 

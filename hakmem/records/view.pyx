@@ -24,6 +24,8 @@ __all__ = ["Record", "RecordOwner", "RecordContainer", "record_from_bytes"]
 
 
 # ============================================================================ owners
+cdef Codec _UNBOUND = codec_for("unbound:u1")     # the codec of a container before __init__
+
 cdef class RecordOwner:
     """Base of everything a :class:`Record` view can point into."""
 
@@ -43,11 +45,14 @@ cdef class RecordContainer(RecordOwner):
     closed flag, ``with`` blocks (close on exit) and the dtype / spec properties."""
 
     def __cinit__(self, *args, **kwargs):
-        self.closed = True          # until __init__ succeeds
+        # Closed, with a stand-in codec, until __init__ succeeds: a container made by
+        # __new__ alone has no None to dereference, and refuses every use as closed.
+        self.closed = True
+        self.codec = _UNBOUND
 
     cdef int bind(self, object spec) except -1:
         """Take the record spec; refused if __init__ already ran."""
-        if self.codec is not None:
+        if self.codec is not _UNBOUND:
             raise TypeError(f"{type(self).__name__} is already initialised")
         self.codec = codec_for(spec)
         return 0
@@ -97,12 +102,17 @@ cdef class RecordContainer(RecordOwner):
     @property
     def dtype(self):
         """The numpy dtype of one record."""
-        return self.codec.dtype
+        return self._bound().dtype
 
     @property
     def spec(self):
         """The RecordSpec of the records."""
-        return self.codec.spec
+        return self._bound().spec
+
+    cdef Codec _bound(self):
+        if self.codec is _UNBOUND:
+            raise TypeError(f"{type(self).__name__} was not initialised (call it with a spec)")
+        return self.codec
 
 
 # ============================================================================ Record
@@ -154,6 +164,7 @@ cdef class Record:
 
     cdef tuple _values(self):
         cdef hak_scratch_t s
+        self._check()
         cdef char* buf = scratch_get(&s, self.codec.itemsize)
         try:
             self.load(buf, 0, self.codec.itemsize)
@@ -161,7 +172,14 @@ cdef class Record:
         finally:
             scratch_done(&s)
 
+    cdef int _check(self) except -1:
+        if self.codec is None:              # made by Record.__new__, not by an owner
+            raise TypeError("Record views come from pools and containers (pool[h], vec[i], ...)")
+        return 0
+
     def __getattribute__(self, name):
+        if self.codec is None:
+            self._check()
         i = self.codec.index.get(name)
         if i is not None:
             return self.field_value(<Py_ssize_t>i)
@@ -172,6 +190,7 @@ cdef class Record:
         self.codec.field(name)               # raises FieldError naming the fields
 
     def __setattr__(self, name, value):
+        self._check()
         self.set_field(self.codec.field(name), value)
 
     def __delattr__(self, name):
@@ -179,6 +198,7 @@ cdef class Record:
 
     cdef Py_ssize_t _field_index(self, key) except -1:
         cdef Py_ssize_t j
+        self._check()
         if isinstance(key, str):
             return self.codec.field(key)
         if PyIndex_Check(key):
@@ -197,6 +217,7 @@ cdef class Record:
         self.set_field(self._field_index(key), value)
 
     def __len__(self):
+        self._check()
         return self.codec.nfields
 
     def __iter__(self):
@@ -255,6 +276,7 @@ cdef class Record:
     __hash__ = None
 
     def __dir__(self):
+        self._check()
         return sorted(set(self.codec.names) | {"as_tuple", "as_dict", "copy", "owner", "key",
                                                "handle", "pool"})
 

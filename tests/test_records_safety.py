@@ -508,3 +508,38 @@ def test_objects_made_by_new_alone_refuse_use(cls):
         assert o.closed
         o.__init__(SPEC)                  # a late __init__ makes it a working container
         assert len(o) == 0 and not o.closed
+
+
+class _Idx:
+    def __index__(self):
+        return 7
+
+
+@pytest.mark.parametrize("field,value", [
+    ("n", 5), ("n", True), ("n", 2**31), ("n", -2**31 - 1), ("n", 1.5), ("n", "3"), ("n", None),
+    ("n", np.int64(4)), ("n", np.uint8(4)), ("n", _Idx()), ("n", YesInt(1 << 40)),
+    ("x", 1), ("x", 2.5), ("x", "1.0"), ("x", b"1"), ("x", np.float32(1.5)), ("x", 10**400),
+    ("x", _Idx()), ("s", b"ab"), ("s", bytearray(b"ab")), ("s", b"abcde"), ("s", "ab"),
+    ("s", LyingBytes(b"abcdef")), ("s", memoryview(b"a")), ("z", 1)])
+def test_pool_and_containers_agree_on_values(field, value):
+    """One codec: the same value is stored the same way, or refused with the same error,
+    by the pool, the three containers and a record view."""
+    outcomes = []
+
+    def attempt(store, read):
+        try:
+            store()
+        except Exception as e:               # the exception type is what is compared
+            outcomes.append(type(e))
+        else:
+            outcomes.append(read())
+
+    p, v, q, m = RecordPool(SPEC), RecordVector(SPEC), RecordDeque(SPEC), RecordMap(SPEC)
+    box = []
+    attempt(lambda: box.append(p.alloc(**{field: value})), lambda: p.read(box[-1]))
+    attempt(lambda: v.append(**{field: value}), lambda: v[-1].as_tuple())
+    attempt(lambda: q.append(**{field: value}), lambda: q[-1].as_tuple())
+    attempt(lambda: m.__setitem__(1, {field: value}), lambda: m[1].as_tuple())
+    v.append((0.0, 0, b""))
+    attempt(lambda: setattr(v[-1], field, value), lambda: v[-1].as_tuple())
+    assert len(set(map(repr, outcomes))) == 1, outcomes

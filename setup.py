@@ -1,4 +1,4 @@
-"""Build script: every hakmem/*.pyx and hakmem/bench/*.pyx becomes one extension module.
+"""Build script: every hakmem/*.pyx, hakmem/bench/*.pyx and hakmem/records/*.pyx becomes one extension module.
 
 Build switches (environment, read at build time):
   HAKMEM_DEBUG=1   assertions, poisoning, canaries; -O1 -g instead of -O3.
@@ -47,7 +47,8 @@ extensions = [
         define_macros=macros,
         libraries=["dl", "pthread"],
     )
-    for path in sorted(glob.glob("hakmem/*.pyx") + glob.glob("hakmem/bench/*.pyx"))
+    for path in sorted(glob.glob("hakmem/*.pyx") + glob.glob("hakmem/bench/*.pyx")
+                       + glob.glob("hakmem/records/*.pyx"))
 ]
 
 setup(

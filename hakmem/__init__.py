@@ -21,8 +21,14 @@ from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
 from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
-from hakmem.pool import RecordPool, RecordView, StaleHandleError  # noqa: E402
-from hakmem.containers import Record, RecordDeque, RecordMap, RecordVector  # noqa: E402
+from hakmem.spec import FieldError, SpecError  # noqa: E402
+from hakmem.records.pool import RecordPool, StaleHandleError  # noqa: E402
+from hakmem.records.view import Record  # noqa: E402
+from hakmem.records.vector import RecordVector  # noqa: E402
+from hakmem.records.deque import RecordDeque  # noqa: E402
+from hakmem.records.map import RecordMap  # noqa: E402
+
+RecordView = Record      # the pool's view class's old name: one view class now
 
 __version__ = "0.1.0"
 
@@ -30,7 +36,7 @@ __all__ = [
     "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
     "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
     "trim", "thread_flush", "install", "uninstall", "installed",
-    "RecordPool", "RecordView", "StaleHandleError",
+    "RecordPool", "RecordView", "StaleHandleError", "SpecError", "FieldError",
     "Record", "RecordVector", "RecordDeque", "RecordMap",
 ]
 

@@ -14,17 +14,12 @@ from hakmem.front import (
 )
 from hakmem.stats import stats as stats
 from hakmem.pyalloc import install as install, uninstall as uninstall, installed as installed
-from hakmem.pool import (
-    RecordPool as RecordPool,
-    RecordView as RecordView,
-    StaleHandleError as StaleHandleError,
-)
-from hakmem.containers import (
-    Record as Record,
-    RecordDeque as RecordDeque,
-    RecordMap as RecordMap,
-    RecordVector as RecordVector,
-)
+from hakmem.spec import FieldError as FieldError, SpecError as SpecError
+from hakmem.records.pool import RecordPool as RecordPool, StaleHandleError as StaleHandleError
+from hakmem.records.view import Record as Record, Record as RecordView
+from hakmem.records.vector import RecordVector as RecordVector
+from hakmem.records.deque import RecordDeque as RecordDeque
+from hakmem.records.map import RecordMap as RecordMap
 
 __version__: str
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 
-__all__ = ["RecordSpec", "SpecError", "parse_spec"]
+__all__ = ["FieldError", "RecordSpec", "SpecError", "parse_spec"]
 
 _KINDS = {"i", "u", "f", "b", "S"}
 MAX_RECORD = 1 << 20
@@ -25,6 +25,15 @@ MAX_RECORD = 1 << 20
 
 class SpecError(ValueError):
     """A record spec that makes no sense (names the offending field)."""
+
+
+class FieldError(AttributeError, KeyError):
+    """A field name the record does not have. Raised the same way by pools,
+    containers and record views, whether the field was named as an attribute
+    (``rec.z``), a key (``rec["z"]``) or a keyword (``alloc(z=1)``)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)
@@ -56,11 +65,11 @@ class RecordSpec:
         return tuple(f.name for f in self.fields)
 
     def field(self, name: str) -> Field:
-        """The field called ``name``; AttributeError naming the known fields if none."""
+        """The field called ``name``; FieldError naming the known fields if none."""
         try:
             return self.fields[self.index[name]]
         except (KeyError, TypeError):
-            raise AttributeError(
+            raise FieldError(
                 f"record has no field {name!r} (fields: {', '.join(self.names)})") from None
 
     def __reduce__(self):
@@ -79,6 +88,10 @@ def _one_type(name: str, t: Any) -> np.dtype:
                         "i1..i8, u1..u8, f4, f8, bool or S<n>")
     if dt.itemsize == 0:
         raise SpecError(f"field {name!r}: zero-size type {t!r}")
+    if (dt.kind == "f" and dt.itemsize not in (4, 8)) or (dt.kind in "iu" and
+                                                          dt.itemsize not in (1, 2, 4, 8)):
+        raise SpecError(f"field {name!r}: type {t!r} ({dt}) is not supported; use "
+                        "i1..i8, u1..u8, f4, f8, bool or S<n>")
     if dt.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
         raise SpecError(f"field {name!r}: non-native byte order {t!r}")
     return dt.newbyteorder("=") if dt.byteorder != "|" else dt
@@ -87,17 +100,22 @@ def _one_type(name: str, t: Any) -> np.dtype:
 def _check_name(name: Any) -> str:
     if not isinstance(name, str):
         raise SpecError(f"field name must be a str, not {type(name).__name__} ({name!r})")
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise SpecError(f"field name {name!r} is not a valid Python identifier")
+    if not name.isascii() or not name.isidentifier() or keyword.iskeyword(name):
+        raise SpecError(f"field name {name!r} is not an ASCII Python identifier")
     if name.startswith("_"):
         raise SpecError(f"field name {name!r} may not start with an underscore")
     return name
 
 
 def parse_spec(spec: Any, packed: bool = False) -> RecordSpec:
-    """Turn any accepted spec form into a :class:`RecordSpec` (SpecError if it is bad)."""
+    """Turn any accepted spec form into a :class:`RecordSpec` (SpecError if it is bad).
+
+    A RecordSpec is re-derived from its dtype (its other attributes are not trusted:
+    they may have been built by hand)."""
     if isinstance(spec, RecordSpec):
-        return spec
+        spec = spec.dtype
+        if not isinstance(spec, np.dtype):
+            raise SpecError(f"RecordSpec.dtype must be a numpy dtype, not {type(spec).__name__}")
     pairs = []
     if isinstance(spec, str):
         parts = spec.replace(",", " ").split()
@@ -152,4 +170,15 @@ def _finish(dt: np.dtype, fields: Tuple[Field, ...]) -> RecordSpec:
         raise SpecError("record spec has no bytes")
     if dt.itemsize > MAX_RECORD:
         raise SpecError(f"record of {dt.itemsize} bytes is larger than {MAX_RECORD}")
+    # Every field inside the record and no two sharing a byte: codecs copy fields
+    # by offset and size, so a layout numpy accepts may still be one we cannot store.
+    spans = sorted((f.offset, f.offset + f.size, f.name) for f in fields)
+    end, prev = 0, None
+    for lo, hi, name in spans:
+        if lo < 0 or hi > dt.itemsize:
+            raise SpecError(f"field {name!r} (bytes {lo}..{hi}) lies outside the "
+                            f"{dt.itemsize}-byte record")
+        if lo < end:
+            raise SpecError(f"fields {prev!r} and {name!r} overlap")
+        end, prev = hi, name
     return RecordSpec(dt, fields, {f.name: i for i, f in enumerate(fields)})

@@ -26,6 +26,12 @@ the API must hold; every call's outcome is checked against it:
   view: growth, reserve, shrink_to_fit and close raise BufferError, the contents
   still match, writes through the view reach the vector).
 
+- ``reentry``: values, indices and array-likes whose conversions append to, clear,
+  pop from, export or close a container (the one being written or another) at
+  random, against every method of the containers, record views and the pool;
+  every call completes or raises a clear error, and every container reads back
+  whole afterwards (no record that was never written).
+
 The record and container sections check the whole model after every call; the
 block section's full check (hakmem's live counts) is an operation of its own.
 The driver runs each section in its own child process with an equal share of
@@ -699,7 +705,11 @@ class PoolSection:
         old, self.pool = self.pool, new
         old.close()
         self._expect_closed(old)
-        self.check()
+        self.check()            # the old handles are valid in the copy...
+        # ...which has a tag of its own: its handles() name the same slots and gens
+        low = (1 << 48) - 1
+        by_low = {h & low: h for h in self.pool.handles().tolist()}
+        self.live = {by_low[h & low]: v for h, v in self.live.items()}
 
     def _expect_closed(self, p) -> None:
         h = self._pick()
@@ -792,9 +802,9 @@ def _bad_rec(rng: random.Random):
         return tuple(good), OverflowError
     if k == 6:
         good[3] = b"abcd"                                    # too long for S3
-        return tuple(good), ValueError
+        return tuple(good), OverflowError
     if k == 7:
-        return {"id": 1, "zz": 2}, TypeError                 # unknown field
+        return {"id": 1, "zz": 2}, hakmem.FieldError         # unknown field
     return rng.choice((5, 1.5, None if False else object())), TypeError
 
 
@@ -1455,8 +1465,328 @@ class MapSection:
         self.check()
 
 
+# ---------------------------------------------------------------------------- reentry
+class Trap:
+    """A field value or index whose conversion (``__float__`` / ``__index__``) first
+    runs ``act`` (mutating or closing some container), then yields ``value``."""
+
+    def __init__(self, act, value):
+        self.act, self.value, self.fired = act, value, False
+
+    def _fire(self):
+        if not self.fired:
+            self.fired = True
+            self.act()
+
+    def __float__(self):
+        self._fire()
+        return float(self.value)
+
+    def __index__(self):
+        self._fire()
+        return int(self.value)
+
+    __int__ = __index__
+
+    def __repr__(self):
+        return f"<trap {self.value!r}>"
+
+
+class TrapArray:
+    """An array-like whose ``__array__`` runs ``act`` first."""
+
+    def __init__(self, act, arr):
+        self.act, self.arr = act, arr
+
+    def __array__(self, dtype=None, copy=None):
+        self.act()
+        return self.arr
+
+
+class ReentrySection:
+    """Re-entrancy: values and indices whose conversions append to, clear, pop from,
+    export or close a container (the one being written, or another) at random, fed to
+    every mutating and reading method of RecordVector, RecordDeque, RecordMap, record
+    views and RecordPool.
+
+    Model: records are built from a known universe of ids (1..999, 0 for zero records)
+    and values; each call must complete or raise a clear exception (ValueError,
+    IndexError, KeyError, TypeError, OverflowError, BufferError, RuntimeError), and
+    afterwards every open container must read back whole (len agrees with its
+    contents, every record is one that was written). A write into freed or foreign
+    memory shows up as a record outside the universe, or as a crash of the child.
+    """
+
+    name = "reentry"
+    CLEAR = (ValueError, IndexError, KeyError, TypeError, OverflowError, BufferError,
+             RuntimeError, hakmem.StaleHandleError)
+    OPS = {"vector": 6, "deque": 5, "map": 5, "view": 3, "pool": 5, "bulk": 2, "check": 1}
+    XS = (0.0, 0.5, 1.5, -2.25, 1e300)
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.c = {}
+        self.pins = []
+        for kind in ("vector", "deque", "map", "pool"):
+            self._fresh(kind)
+        self.calls = 0
+
+    # ---- helpers ------------------------------------------------------------------
+    def _fresh(self, kind: str) -> None:
+        if kind == "vector":
+            self.c[kind] = hakmem.RecordVector(REC_SPEC, [self._plain() for _ in range(5)])
+        elif kind == "deque":
+            self.c[kind] = hakmem.RecordDeque(REC_SPEC, maxlen=self.rng.choice((None, 40)),
+                                              data=[self._plain() for _ in range(5)])
+        elif kind == "map":
+            self.c[kind] = hakmem.RecordMap(REC_SPEC, key="i4",
+                                            data={i: self._plain() for i in range(5)})
+        else:
+            p = hakmem.RecordPool(REC_SPEC)
+            p.alloc_many(5, id=7)
+            self.c[kind] = p
+
+    def _plain(self) -> tuple:
+        rng = self.rng
+        return (rng.randint(1, 999), rng.choice(self.XS), rng.randint(-128, 127),
+                rng.choice((b"", b"a", b"abc")))
+
+    def _action(self):
+        """A random way for user code to fight back (run inside a conversion)."""
+        rng = self.rng
+        kind = rng.choice(("vector", "deque", "map", "pool"))
+        what = rng.choice(("grow", "grow", "clear", "shrink", "close", "export", "noop"))
+        c = self.c[kind]
+
+        def act():
+            if getattr(c, "closed", False):
+                return
+            if what == "grow":
+                for i in range(rng.choice((1, 8, 60))):
+                    if kind == "map":
+                        c[rng.randint(0, 2000)] = self._plain()
+                    elif kind == "pool":
+                        c.alloc(*self._plain())
+                    else:
+                        c.append(self._plain())
+            elif what == "clear":
+                c.clear()
+            elif what == "shrink":
+                if kind == "map":
+                    for k in list(c)[:3]:
+                        del c[k]
+                elif kind == "pool":
+                    hs = c.handles()
+                    if len(hs):
+                        c.free_many(hs[: len(hs) // 2])
+                else:
+                    for _ in range(min(3, len(c))):
+                        c.pop()
+            elif what == "close":
+                try:
+                    c.close()
+                except BufferError:
+                    pass
+            elif what == "export" and kind == "vector":
+                self.pins.append(np.asarray(c))      # pins the buffer until the next check
+        return act
+
+    def _val(self, value):
+        """value, or a trap that converts to it."""
+        return Trap(self._action(), value) if self.rng.random() < 0.5 else value
+
+    def _rec(self):
+        rec = self._plain()
+        rng = self.rng
+        i = rng.randrange(3)                 # id, x or a: fields with a conversion
+        out = list(rec)
+        out[i] = Trap(self._action(), rec[i])
+        return tuple(out) if rng.random() < 0.7 else out
+
+    def _call(self, fn, *args, **kw) -> None:
+        try:
+            fn(*args, **kw)
+        except self.CLEAR:
+            pass
+
+    def _idx(self, n: int):
+        return self._val(self.rng.randint(-n - 2, n + 2))
+
+    # ---- operations ---------------------------------------------------------------
+    def op_vector(self) -> None:
+        v, rng = self.c["vector"], self.rng
+        n = len(v)
+        op = rng.randrange(11)
+        if op == 0:
+            self._call(v.append, self._rec())
+        elif op == 1:
+            self._call(v.extend, (self._rec() for _ in range(rng.randint(1, 4))))
+        elif op == 2:
+            self._call(v.insert, self._idx(n), self._rec())
+        elif op == 3:
+            self._call(v.__setitem__, self._idx(n), self._rec())
+        elif op == 4:
+            self._call(v.__setitem__, slice(self._idx(n), self._idx(n)),
+                       [self._rec() for _ in range(rng.randint(0, 3))])
+        elif op == 5:
+            self._call(v.__delitem__, slice(self._idx(n), self._idx(n), rng.choice((1, 2, -1))))
+        elif op == 6:
+            self._call(v.__delitem__, self._idx(n))
+        elif op == 7:
+            self._call(v.pop, self._idx(n))
+        elif op == 8:
+            self._call(lambda: v[self._idx(n)].x)
+        elif op == 9:
+            self._call(lambda: v[self._idx(n):self._idx(n)])
+        else:
+            self._call(v.extend, TrapArray(self._action(), np.zeros(3, v.dtype)))
+
+    def op_deque(self) -> None:
+        q, rng = self.c["deque"], self.rng
+        n = len(q)
+        op = rng.randrange(8)
+        if op == 0:
+            self._call(q.append, self._rec())
+        elif op == 1:
+            self._call(q.appendleft, self._rec())
+        elif op == 2:
+            self._call(q.extendleft, (self._rec() for _ in range(rng.randint(1, 3))))
+        elif op == 3:
+            self._call(q.insert, self._idx(n), self._rec())
+        elif op == 4:
+            self._call(q.__setitem__, self._idx(n), self._rec())
+        elif op == 5:
+            self._call(q.__delitem__, self._idx(n))
+        elif op == 6:
+            self._call(lambda: q[self._idx(n)].id)
+        else:
+            self._call(q.extend, [self._rec() for _ in range(rng.randint(1, 3))])
+
+    def op_map(self) -> None:
+        m, rng = self.c["map"], self.rng
+        op = rng.randrange(8)
+        key = lambda: self._val(rng.randint(0, 30))
+        if op == 0:
+            self._call(m.__setitem__, key(), self._rec())
+        elif op == 1:
+            self._call(m.update, {rng.randint(0, 30): self._rec() for _ in range(3)})
+        elif op == 2:
+            self._call(m.update, [(key(), self._rec()) for _ in range(2)])
+        elif op == 3:
+            self._call(m.setdefault, key(), self._rec())
+        elif op == 4:
+            self._call(m.pop, key(), None)
+        elif op == 5:
+            self._call(m.__delitem__, key())
+        elif op == 6:
+            keys = np.arange(rng.randint(0, 5), dtype=np.int64)
+            vals = np.zeros(len(keys), m.dtype)
+            vals["id"] = 3
+            self._call(m.set_many, TrapArray(self._action(), keys), vals)
+        else:
+            self._call(lambda: m.get(key()))
+
+    def op_view(self) -> None:
+        rng = self.rng
+        kind = rng.choice(("vector", "deque", "map", "pool"))
+        c = self.c[kind]
+        try:
+            if kind == "pool":
+                hs = c.handles()
+                r = c[int(hs[rng.randrange(len(hs))])] if len(hs) else None
+            elif kind == "map":
+                ks = list(c)
+                r = c[rng.choice(ks)] if ks else None
+            else:
+                r = c[rng.randrange(len(c))] if len(c) else None
+        except self.CLEAR:
+            return
+        if r is None:
+            return
+        op = rng.randrange(4)
+        if op == 0:
+            self._call(setattr, r, rng.choice(("id", "a")), self._val(rng.randint(1, 99)))
+        elif op == 1:
+            self._call(r.__getitem__, self._val(rng.randint(-4, 3)))
+        elif op == 2:
+            self._call(r.__setitem__, self._val(rng.randint(0, 2)), self._val(5))
+        else:
+            self._call(r.as_tuple)
+
+    def op_pool(self) -> None:
+        p, rng = self.c["pool"], self.rng
+        hs = p.handles().tolist() if not p.closed else []
+        h = rng.choice(hs) if hs else 1
+        op = rng.randrange(6)
+        if op == 0:
+            self._call(p.alloc, *self._rec())
+        elif op == 1:
+            self._call(p.alloc, id=self._val(3), x=self._val(0.5))
+        elif op == 2:
+            self._call(p.set, h, rng.choice(("id", "x", "a")), self._val(9))
+        elif op == 3:
+            self._call(p.update, h, id=self._val(4), a=self._val(-3))
+        elif op == 4:
+            self._call(p.free, self._val(h))
+        else:
+            self._call(p.get, self._val(h), "id")
+
+    def op_bulk(self) -> None:
+        p, rng = self.c["pool"], self.rng
+        hs = p.handles() if not p.closed else np.zeros(0, np.int64)
+        op = rng.randrange(3)
+        if op == 0:
+            self._call(p.alloc_many, 3, id=np.array([self._val(5), 6, 7], dtype=object))
+        elif op == 1:
+            self._call(p.scatter, "id", hs[:4], np.array([self._val(8)] * len(hs[:4]),
+                                                          dtype=object))
+        else:
+            self._call(p.free_many, TrapArray(self._action(), hs[:2]))
+
+    def op_check(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Every open container reads back whole, every record from the universe."""
+        self.pins.clear()
+        for kind, c in list(self.c.items()):
+            if c.closed:
+                self._fresh(kind)
+                continue
+            if kind == "pool":
+                hs = c.handles().tolist()
+                if len(hs) != len(c):
+                    raise ModelError(f"pool: {len(hs)} handles, len {len(c)}")
+                recs = [c.read(h) for h in hs]
+            elif kind == "map":
+                recs = [r.as_tuple() for r in c.values()]
+                if len(recs) != len(c) or c.to_numpy().shape[0] != len(c):
+                    raise ModelError(f"map: {len(recs)} records, len {len(c)}")
+            else:
+                recs = c.tolist()
+                if len(recs) != len(c):
+                    raise ModelError(f"{kind}: {len(recs)} records, len {len(c)}")
+            for rec in recs:
+                if not (0 <= rec[0] <= 999 and (rec[1] in self.XS or rec[1] in (5.0, 9.0, 0.0))
+                        and -128 <= rec[2] <= 127 and rec[3] in (b"", b"a", b"abc")):
+                    raise ModelError(f"{kind}: record {rec!r} was never written")
+            if len(c) > 3000:
+                self._fresh(kind)
+
+    def close(self) -> None:
+        self.check()
+        for c in self.c.values():
+            c.close()
+
+    def step(self, name: str) -> None:
+        """Run one operation by name, then check every container."""
+        self.calls += 1
+        getattr(self, "op_" + name)()
+        self.check()
+
+
 SECTIONS = {"block": BlockSection, "pool": PoolSection, "vector": VectorSection,
-            "deque": DequeSection, "map": MapSection}
+            "deque": DequeSection, "map": MapSection, "reentry": ReentrySection}
 
 
 def run(calls: int, seed: int, sections: list[str], log_every: int = 0) -> dict:

@@ -22,7 +22,7 @@ trap 'rm -rf "$work"' EXIT
 echo "== building hakmem with -fsanitize=$sanitize"
 mkdir "$work/src"
 cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$work/src/"
-rm -f "$work"/src/hakmem/*.so "$work"/src/hakmem/*.c "$work"/src/hakmem/bench/*.so "$work"/src/hakmem/bench/*.c
+rm -f "$work"/src/hakmem/*.so "$work"/src/hakmem/*.c "$work"/src/hakmem/*/*.so "$work"/src/hakmem/*/*.c
 (cd "$work/src" && HAKMEM_SANITIZE="$sanitize" python3 setup.py build_ext --inplace \
     > "$work/build.log" 2>&1) || { tail -30 "$work/build.log"; exit 1; }
 export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"

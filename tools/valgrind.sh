@@ -18,7 +18,7 @@ python3 -m venv --system-site-packages "$work/venv"
 . "$work/venv/bin/activate"
 echo "== building hakmem (release, -g)"
 cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$work/"
-rm -f "$work"/hakmem/*.so "$work"/hakmem/*.c "$work"/hakmem/bench/*.so "$work"/hakmem/bench/*.c
+rm -f "$work"/hakmem/*.so "$work"/hakmem/*.c "$work"/hakmem/*/*.so "$work"/hakmem/*/*.c
 (cd "$work" && CFLAGS="-g" pip install -q --no-deps --no-build-isolation . > "$work/build.log" 2>&1) \
     || { tail -30 "$work/build.log"; exit 1; }
 

@@ -1,0 +1,1 @@
+"""Type stubs for hakmem.records (a package of modules; see each module's stub)."""

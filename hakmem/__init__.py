@@ -21,14 +21,35 @@ from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
 from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
-from hakmem.spec import FieldError, SpecError  # noqa: E402
-from hakmem.records.pool import RecordPool, StaleHandleError  # noqa: E402
-from hakmem.records.view import Record  # noqa: E402
-from hakmem.records.vector import RecordVector  # noqa: E402
-from hakmem.records.deque import RecordDeque  # noqa: E402
-from hakmem.records.map import RecordMap  # noqa: E402
+# The records layer needs numpy; the allocator does not. Its names load on first use
+# (PEP 562), so `import hakmem` and `python -m hakmem run` cost no numpy import.
+_LAZY = {
+    "SpecError": ("hakmem.spec", "SpecError"),
+    "FieldError": ("hakmem.spec", "FieldError"),
+    "RecordPool": ("hakmem.records.pool", "RecordPool"),
+    "StaleHandleError": ("hakmem.records.pool", "StaleHandleError"),
+    "Record": ("hakmem.records.view", "Record"),
+    "RecordView": ("hakmem.records.view", "Record"),   # the pool view's old name
+    "RecordVector": ("hakmem.records.vector", "RecordVector"),
+    "RecordDeque": ("hakmem.records.deque", "RecordDeque"),
+    "RecordMap": ("hakmem.records.map", "RecordMap"),
+}
 
-RecordView = Record      # the pool's view class's old name: one view class now
+
+def __getattr__(name):
+    """Load a records-layer name (and numpy with it) the first time it is used."""
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'hakmem' has no attribute {name!r}") from None
+    import importlib
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 

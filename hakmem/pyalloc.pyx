@@ -154,7 +154,9 @@ cdef void _hook_free(void* ctx, void* p) noexcept nogil:
 
 
 # ---- Python surface ----------------------------------------------------------------
-def _parse_domains(domains, where):
+def parse_domains(domains, where):
+    """Domains as a tuple from "obj,mem" or an iterable; ``where`` names the caller in
+    the errors (ValueError for an unknown or empty domain, TypeError for a bad type)."""
     if isinstance(domains, str):
         domains = [d for d in domains.replace(",", " ").split()]
     try:
@@ -192,7 +194,7 @@ def install(domains=("obj", "mem")):
     """
     cdef hook_t* h
     cdef PyMemAllocatorEx ours
-    todo = _parse_domains(domains, "install()")
+    todo = parse_domains(domains, "install()")
     busy = [d for d in todo if g_hooks[_DOMAINS[d][0]].active]
     if busy:
         raise RuntimeError(f"install(): hakmem is already installed for domain(s) "
@@ -232,7 +234,7 @@ def uninstall(domains=None):
         if not todo:
             raise RuntimeError("uninstall(): hakmem is not installed")
     else:
-        todo = _parse_domains(domains, "uninstall()")
+        todo = parse_domains(domains, "uninstall()")
         idle = [d for d in todo if not g_hooks[_DOMAINS[d][0]].active]
         if idle:
             raise RuntimeError(f"uninstall(): hakmem is not installed for domain(s) "

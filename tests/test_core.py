@@ -372,3 +372,17 @@ def test_purge_off_keeps_empty_slabs_until_trim():
         assert hakmem.trim() > 0
     finally:
         hakmem.configure(purge_keep=cfg["purge_keep"])
+
+
+def test_import_and_run_load_no_numpy():
+    """The allocator needs no numpy: `import hakmem` and `python -m hakmem run` leave
+    it unloaded; the records layer loads it on first use."""
+    code = ("import sys, hakmem; assert 'numpy' not in sys.modules, 'import hakmem'; "
+            "hakmem.free(hakmem.malloc(16)); assert 'numpy' not in sys.modules; "
+            "hakmem.RecordPool('x:f8'); assert 'numpy' in sys.modules; print('ok')")
+    r = run_py(code, {})
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "hakmem", "run", "-c",
+                        "import sys; print('numpy' in sys.modules)"],
+                       capture_output=True, text=True, cwd=tempfile.gettempdir())
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr

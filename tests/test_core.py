@@ -2,6 +2,7 @@
 import ctypes
 import os
 import subprocess
+import tempfile
 import sys
 
 import pytest

@@ -18,9 +18,10 @@
 #                  it has room (the supply hook).
 #     sll          the TLS singly-linked free list behind it; refilled in batches from
 #                  owned slabs, half returned to them when it grows past sll_cap.
-#     tid          the owning thread's id (its thread pointer). A slab's `owner` points
-#                  at its owner's hak_tclass_t, so free() tells "mine" from "another
-#                  thread's" with one load and one compare.
+#     tid          the owning thread's id (its thread pointer), copied into each slab the
+#                  cache acquires (slab.owner_tid); a slab's `owner` points at its owner's
+#                  hak_tclass_t. free() tells "mine" from "another thread's" by comparing
+#                  the slab's owner_tid with its own id: one load, one compare.
 #   direct[]       request size -> class state, indexed by (size + 15) >> 4: the size
 #                  class lookup is one load.
 # Invariant: every block in mag[] / sll belongs to a slab this cache owns, and carries
@@ -63,7 +64,7 @@ cdef extern from *:
 
     typedef struct hak_tclass_s {
         /* line 0: everything a fast path touches except the magazine slot */
-        uintptr_t tid;          /* owner's thread id; first word (see slab.owner) */
+        uintptr_t tid;          /* owner's thread id (copied into its slabs' owner_tid) */
         uint32_t mag_top;       /* blocks in mag[] */
         uint32_t mag_lim;       /* magazine slots for this class (0 = not covered) */
         void* sll;              /* TLS free list head */
@@ -75,8 +76,7 @@ cdef extern from *:
         uint64_t sll_pushes;
         void* mag[HAK_MAG_MAX_CAP];
     } hak_tclass_t;
-    HAK_STATIC_ASSERT(offsetof(hak_tclass_t, tid) == 0, "free() reads the owner's id at slab->owner");
-    HAK_STATIC_ASSERT(offsetof(hak_tclass_t, mag) == 64, "hot fields fill exactly one cache line");
+        HAK_STATIC_ASSERT(offsetof(hak_tclass_t, mag) == 64, "hot fields fill exactly one cache line");
     HAK_STATIC_ASSERT(sizeof(hak_tclass_t) % 64 == 0, "class states stay cache-line aligned");
 
     /* What the inline API (hak_heap_malloc / hak_heap_free) reads: a prefix of the
@@ -256,9 +256,11 @@ cdef inline void hak_heap_free(hak_heap_t* h, void* p) noexcept nogil:
     cdef uintptr_t a = <uintptr_t>p
     cdef hak_tclass_t* k
     cdef uint32_t t
+    cdef hak_slab_t* s
     if hak_likely(hak_is_tiny(h.reg, a)):
-        k = <hak_tclass_t*>hak_slab_of(a).owner
-        if hak_likely(k.tid == h.tid):     # h's own block (only its id word is read before)
+        s = hak_slab_of(a)
+        if hak_likely(s.owner_tid == h.tid):     # h's own block
+            k = <hak_tclass_t*>s.owner
             t = k.mag_top
             if hak_likely(t < k.mag_lim):
                 (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)

@@ -2,7 +2,8 @@
 
 Alloc:  direct[(size + 15) >> 4] -> class state k -> magazine pop -> TLS SLL pop
         -> refill a batch from slabs (a slab's whole free list in O(1) when it fits).
-Free:   registry says tiny? -> slab header by masking -> its owner's id is ours?
+Free:   registry says tiny? -> slab header by masking -> its owner's id (kept in the
+        header, so a remote free never reads the owner's hot state) is ours?
         -> magazine push if room (the TinyHeapV2 supply hook) else SLL push
         -> past sll_cap return half to slabs.
         Not the owner -> push onto the slab's atomic remote list (hakmem.remote).
@@ -18,7 +19,7 @@ from hakmem.classes cimport (HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, HAK_DEBUG, 
                              hak_size_class, hak_block_size, hak_stride,
                              hak_likely, hak_unlikely)
 from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_of, hak_slab_index,
-                          hak_slab_start, hak_is_tiny, hak_slab_owner_tid,
+                          hak_slab_start, hak_is_tiny, hak_slab_disown,
                           hak_slab_put, hak_slab_mark_full, hak_slab_mark_active,
                           hak_slab_list_push, hak_slab_list_remove, hak_registry,
                           hak_slab_acquire, hak_slab_release, hak_slab_abandon,
@@ -451,7 +452,7 @@ cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
                     break
             s = nxt
     while n == 0:
-        s = hak_slab_acquire(c, &tc.k[c])
+        s = hak_slab_acquire(c, &tc.k[c], tc.k[c].tid)
         if s == NULL:
             return 0
         hak_slab_list_push(&tc.slabs[c], s)
@@ -589,8 +590,8 @@ cdef void hak_free(void* p) noexcept nogil:
         s = hak_slab_of(a)
         if HAK_DEBUG:
             _debug_check_free(s, p)
-        k = <hak_tclass_t*>s.owner
-        if hak_likely(k.tid == hak_thread_id()):
+        if hak_likely(s.owner_tid == hak_thread_id()):
+            k = <hak_tclass_t*>s.owner
             _set_tag(p)
             t = k.mag_top
             if hak_likely(t < k.mag_lim):      # TinyHeapV2 supply hook
@@ -746,6 +747,7 @@ cdef void _fork_child() noexcept nogil:
     cdef hak_tcache_t* me = <hak_tcache_t*>hak_tls_get()
     cdef hak_tcache_t* tc
     cdef hak_tcache_t* nxt
+    cdef hak_slab_t* s
     cdef uint32_t c
     hak_large_fork_child()
     hak_slab_fork_child()
@@ -757,6 +759,14 @@ cdef void _fork_child() noexcept nogil:
             _tc_stats_into(tc, g_retired)
             for c in range(HAK_NCLASSES):
                 tc.k[c].tid = HAK_TID_NONE
+                s = tc.slabs[c]
+                while s != NULL:
+                    hak_slab_disown(s)
+                    s = s.next
+                s = tc.full[c]
+                while s != NULL:
+                    hak_slab_disown(s)
+                    s = s.next
                 tc.k[c].mag_hits = 0
                 tc.k[c].sll_pops = 0
                 tc.k[c].mag_pushes = 0

@@ -7,9 +7,9 @@
 #           HAK_SLAB_HDR bytes) sits at the slab's start, so free() finds it with one
 #           mask (rpmalloc's span header); the blocks follow it.
 #   owner   the thread cache's per-class state (hak_tclass_t in hakmem.front) that may
-#           pop/push the slab's local list without a lock. Its first word is the owning
-#           thread's id, which free() compares with its own. Pooled and abandoned slabs
-#           point at a static word holding HAK_TID_NONE, which no thread matches.
+#           pop/push the slab's local list without a lock; owner_tid is its thread's id,
+#           which free() compares with its own. Pooled and abandoned slabs have
+#           owner_tid == HAK_TID_NONE, which no thread matches.
 #
 # Invariants (per slab, owner's view; checked whole by hak_slab_check in debug builds)
 #   used + nfree + (end - bump) / stride == capacity
@@ -56,22 +56,25 @@ cdef extern from *:
     #define HAK_SLAB_FULL 3      /* active, on its owner's full list */
 
     typedef struct hak_slab_s {
-        /* line 0: what free() and the owner touch */
-        void* owner;                /* owner's hak_tclass_t (first word: its thread id) */
+        /* line 0: what free() reads (owner_tid, owner) and the owner's slow paths write */
+        uintptr_t owner_tid;        /* the owner's thread id; HAK_TID_NONE if unowned.
+                                       Read-mostly: a remote free compares it here, never
+                                       touching the owner's hot class state */
+        void* owner;                /* owner's class state (hak_tclass_t), or a static word */
         void* local_free;           /* owner-only free list */
         char* bump;                 /* first never-carved block */
         char* end;                  /* one past the last block */
-        struct hak_slab_s* next;
-        struct hak_slab_s* prev;
         uint32_t used;              /* see the invariant above */
         uint32_t nfree;             /* blocks on local_free */
+        uint32_t capacity;
         uint16_t cls;
         uint8_t state;              /* HAK_SLAB_POOLED / ACTIVE / FULL / ABANDONED */
         uint8_t committed;          /* 0 after trim() gave the pages back to the OS */
-        uint32_t capacity;
-        /* line 1: written by other threads (remote frees) */
-        void* remote_free __attribute__((aligned(64)));  /* atomic Treiber stack */
         uint8_t dirty;              /* pooled with pages still resident (purge candidate) */
+        /* line 1: written by other threads (remote frees), and the list links */
+        void* remote_free __attribute__((aligned(64)));  /* atomic Treiber stack */
+        struct hak_slab_s* next;
+        struct hak_slab_s* prev;
     } hak_slab_t;
     HAK_STATIC_ASSERT(sizeof(hak_slab_t) <= HAK_SLAB_HDR, "slab header must fit before the first block");
     HAK_STATIC_ASSERT(offsetof(hak_slab_t, remote_free) == 64, "remote frees get their own cache line");
@@ -103,20 +106,21 @@ cdef extern from *:
     const int HAK_SLAB_FULL
 
     ctypedef struct hak_slab_t:
+        uintptr_t owner_tid
         void* owner
         void* local_free
         char* bump
         char* end
-        hak_slab_t* next
-        hak_slab_t* prev
         uint32_t used
         uint32_t nfree
+        uint32_t capacity
         uint16_t cls
         uint8_t state
         uint8_t committed
-        uint32_t capacity
-        void* remote_free
         uint8_t dirty
+        void* remote_free
+        hak_slab_t* next
+        hak_slab_t* prev
 
     ctypedef struct hak_region_t:
         uint64_t magic
@@ -175,9 +179,9 @@ cdef inline char* hak_slab_start(hak_slab_t* s) noexcept nogil:
     return <char*>s + HAK_SLAB_HDR
 
 
-cdef inline uintptr_t hak_slab_owner_tid(hak_slab_t* s) noexcept nogil:
-    """Thread id of the slab's owner (HAK_TID_NONE when pooled or abandoned)."""
-    return (<uintptr_t*>s.owner)[0]
+cdef inline void hak_slab_disown(hak_slab_t* s) noexcept nogil:
+    """fork() child: the owner's thread is gone; frees take the remote path from now on."""
+    s.owner_tid = HAK_TID_NONE
 
 
 # ---- the owner's state changes (no lock: only the owner calls these) ---------
@@ -218,7 +222,7 @@ cdef inline void hak_slab_list_remove(hak_slab_t** head, hak_slab_t* s) noexcept
 
 
 cdef const uint8_t* hak_registry() noexcept nogil
-cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil
+cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid) noexcept nogil
 cdef void hak_slab_release(hak_slab_t* s) noexcept nogil
 cdef void hak_slab_abandon(hak_slab_t* s) noexcept nogil
 cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil

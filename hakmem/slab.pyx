@@ -136,6 +136,7 @@ cdef hak_region_t* _region_map() noexcept nogil:
     for i in range(1, HAK_SLABS_PER_REGION):
         s = hak_region_slab(r, i)
         s.owner = &g_no_owner
+        s.owner_tid = HAK_TID_NONE
         s.state = HAK_SLAB_POOLED
         s.committed = 1
         hak_slab_list_push(&g_pool, s)
@@ -162,7 +163,7 @@ cdef inline void _slab_format(hak_slab_t* s, uint32_t cls) noexcept nogil:
         hak_debug_fill_canaries(start, s.end, stride, hak_block_size(cls))
 
 
-cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
+cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid) noexcept nogil:
     """A slab of class cls for owner: adopt an abandoned one, else a pooled one, else map.
 
     Returns NULL when no memory can be mapped.
@@ -192,6 +193,7 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner) noexcept nogil:
         _slab_format(s, cls)
     s.state = HAK_SLAB_ACTIVE
     s.owner = owner
+    s.owner_tid = owner_tid
     g_st.slabs_active += 1
     pthread_mutex_unlock(&g_lock)
     return s
@@ -203,6 +205,7 @@ cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
     cdef hak_region_t* r = hak_region_of_slab(s)
     pthread_mutex_lock(&g_lock)
     s.owner = &g_no_owner
+    s.owner_tid = HAK_TID_NONE
     s.state = HAK_SLAB_POOLED
     hak_slab_list_push(&g_pool, s)
     r.npooled += 1
@@ -220,6 +223,7 @@ cdef void hak_slab_abandon(hak_slab_t* s) noexcept nogil:
     """Its owner is exiting while blocks are still live: park it for adoption."""
     pthread_mutex_lock(&g_lock)
     s.owner = &g_no_owner
+    s.owner_tid = HAK_TID_NONE
     s.state = HAK_SLAB_ABANDONED
     hak_slab_list_push(&g_abandoned[s.cls], s)
     g_st.slabs_active -= 1
@@ -257,9 +261,11 @@ cdef void _debug_check_link(hak_slab_t* s, void* p) noexcept nogil:
 cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept nogil:
     """Owner: detach free blocks as a NULL-terminated chain in head[0]; returns how many.
 
-    A local list of at most `want` blocks is taken whole in O(1) (no block is read);
-    a longer one gives its first `want`. Past the recycled blocks, fresh ones are
-    carved from the bump pointer, up to `want` in all.
+    With no local free block, the blocks other threads freed are taken whole, however
+    many (one read-only walk to count them; `used` already counts them). Otherwise a
+    local list of at most `want` blocks is taken whole in O(1) (no block is read); a
+    longer one gives its first `want`. Past the recycled blocks, fresh ones are carved
+    from the bump pointer, up to `want` in all.
     """
     cdef uint32_t n = 0
     cdef uint32_t stride
@@ -267,7 +273,16 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
     cdef void* p
     cdef char* b
     if s.local_free == NULL:
-        hak_slab_drain_remote(s)
+        first = hak_remote_take_all(&s.remote_free)
+        if first != NULL:
+            p = first
+            while p != NULL:
+                if HAK_DEBUG and (<void**>p)[0] != NULL:
+                    _debug_check_link(s, p)
+                n += 1
+                p = (<void**>p)[0]
+            head[0] = first
+            return n
     # Recycled blocks first: they are warm and already carry the free tag.
     p = s.local_free
     if p != NULL:

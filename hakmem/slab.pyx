@@ -272,6 +272,7 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
     cdef void* first = NULL
     cdef void* p
     cdef char* b
+    cdef char* fresh
     if s.local_free == NULL:
         first = hak_remote_take_all(&s.remote_free)
         if first != NULL:
@@ -301,18 +302,23 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
             (<void**>p)[0] = NULL
         s.nfree -= n
     if n < want and s.bump < s.end:
-        # Carve fresh blocks, linking them in address order.
+        # Carve fresh blocks in ascending address order, ahead of any recycled ones:
+        # consecutive allocations then walk memory upwards, as the prefetcher expects.
         stride = hak_stride(s.cls)
         b = s.bump
-        while n < want and b < s.end:
-            (<void**>b)[0] = first
+        fresh = b
+        while True:
             (<uint64_t*>b)[1] = HAK_FREE_TAG_OF(b)
             if HAK_DEBUG:
                 memset(b + 16, 0xDD, hak_block_size(s.cls) - 16)
-            first = b
-            b += stride
             n += 1
-        s.bump = b
+            if n >= want or b + stride >= s.end:
+                break
+            (<void**>b)[0] = b + stride
+            b += stride
+        (<void**>b)[0] = first
+        first = fresh
+        s.bump = b + stride
     s.used += n
     head[0] = first
     if HAK_DEBUG:

@@ -52,6 +52,55 @@ cdef inline void* hak_remote_take_all(void** head) noexcept nogil:
     return hak_atomic_xchg_ptr(head, NULL)
 
 
+# A futex lock (Drepper's "mutex2": 0 free, 1 held, 2 held with waiters) for short
+# critical sections entered from nogil code: one CAS to take, one exchange to release,
+# no syscall unless contended (the record pool's lock).
+cdef extern from *:
+    """
+    #ifndef HAK_PLOCK_H
+    #define HAK_PLOCK_H
+    #include <linux/futex.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    #include <string.h>
+    static void hak_plock_slow(int* l) {
+        int c, z;
+        for (int i = 0; i < 100; i++) {       /* short spin: critical sections are short */
+            if (__atomic_load_n(l, __ATOMIC_RELAXED) == 0) {
+                z = 0;
+                if (__atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                    return;
+            }
+            hak_cpu_relax();
+        }
+        c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
+        while (c != 0) {
+            syscall(SYS_futex, l, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+            c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
+        }
+    }
+    static inline void hak_plock(int* l) {
+        int z = 0;
+        if (__builtin_expect(__atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE,
+                                                         __ATOMIC_RELAXED), 1))
+            return;
+        hak_plock_slow(l);
+    }
+    static inline int hak_ptrylock(int* l) {
+        int z = 0;
+        return __atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+    }
+    static inline void hak_punlock(int* l) {
+        if (__atomic_exchange_n(l, 0, __ATOMIC_RELEASE) == 2)
+            syscall(SYS_futex, l, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+    #endif
+    """
+    void hak_plock(int* l) nogil
+    int hak_ptrylock(int* l) nogil
+    void hak_punlock(int* l) nogil
+
+
 # Mutexes guard only slow paths (slab pool, large-block set, the list of caches).
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:

@@ -99,48 +99,11 @@ cdef uint64_t hak_pool_live(hak_pool_t* p) noexcept nogil   # live records
 
 # ---- shared with hakmem.records.pool (not part of the public contract) -------------
 from hakmem.classes cimport hak_likely, hak_unlikely
+from hakmem.remote cimport hak_plock, hak_ptrylock, hak_punlock
 
 cdef extern from *:
     """
-    /* The pool lock: a futex mutex (Drepper's "mutex2"): 0 free, 1 held, 2 held with
-       waiters. Uncontended lock/unlock is one CAS and one exchange, no syscall. */
-    #include <linux/futex.h>
-    #include <sys/syscall.h>
-    #include <unistd.h>
     #include <string.h>
-    static void hak_plock_slow(int* l) {
-        int c, z;
-        for (int i = 0; i < 100; i++) {       /* short spin: critical sections are short */
-            if (__atomic_load_n(l, __ATOMIC_RELAXED) == 0) {
-                z = 0;
-                if (__atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-                    return;
-            }
-    #if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-    #endif
-        }
-        c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
-        while (c != 0) {
-            syscall(SYS_futex, l, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
-            c = __atomic_exchange_n(l, 2, __ATOMIC_ACQUIRE);
-        }
-    }
-    static inline void hak_plock(int* l) {
-        int z = 0;
-        if (__builtin_expect(__atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE,
-                                                         __ATOMIC_RELAXED), 1))
-            return;
-        hak_plock_slow(l);
-    }
-    static inline int hak_ptrylock(int* l) {
-        int z = 0;
-        return __atomic_compare_exchange_n(l, &z, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
-    }
-    static inline void hak_punlock(int* l) {
-        if (__atomic_exchange_n(l, 0, __ATOMIC_RELEASE) == 2)
-            syscall(SYS_futex, l, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-    }
     /* An exact int as uint64 without raising: 1 and *out, or 0 if it is negative or
        >= 2**64. Reads the digits directly on CPython < 3.12 (handles are 3 digits). */
     static inline int hak_long_u64(PyObject* o, uint64_t* out) {
@@ -175,9 +138,6 @@ cdef extern from *:
     #define HAK_POOL_SLOT_MASK 0xFFFFFFFFull
     #define HAK_POOL_LOW_MASK ((1ull << 48) - 1)
     """
-    void hak_plock(int* l) nogil
-    int hak_ptrylock(int* l) nogil
-    void hak_punlock(int* l) nogil
     int hak_long_u64(object o, uint64_t* out)
     uint32_t hak_ld32(const char* p) nogil
     void hak_st32(char* p, uint32_t v) nogil

@@ -1,16 +1,24 @@
-"""Build script: every hakmem/*.pyx becomes one extension module.
+"""Build script: every ``hakmem/**/*.pyx`` becomes one extension module, named by its
+dotted path (``hakmem/records/codec.pyx`` -> ``hakmem.records.codec``).
 
-Build switches (environment, read at build time):
+Build switches (environment, read at build time; listed with the run-time switches in
+hakmem/options.py and docs/config.md):
   HAKMEM_DEBUG=1   assertions, poisoning, canaries; -O1 -g instead of -O3.
   HAKMEM_SANITIZE=address,undefined   add -fsanitize=... (implies -O1 -g).
+
+The sdist carries the .pyx sources, never generated C (MANIFEST.in); the wheel carries
+compiled modules, .pxd files and stubs only (exclude-package-data in pyproject.toml).
 """
 import glob
 import os
 
+import setuptools
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-DEBUG = os.environ.get("HAKMEM_DEBUG", "0").lower() in ("1", "true", "yes", "on")
+# hakmem.options holds the one table of switches; setup.py must not import hakmem
+# (nothing is built yet), so it parses the two build switches the same simple way.
+DEBUG = os.environ.get("HAKMEM_DEBUG", "0").strip().lower() in ("1", "true", "yes", "on")
 SANITIZE = os.environ.get("HAKMEM_SANITIZE", "").strip()
 
 cflags = ["-std=gnu11", "-fno-strict-aliasing", "-Wno-unused-function",
@@ -38,17 +46,39 @@ directives = {
     "embedsignature": True,
 }
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _module_name(path):
+    """hakmem/records/codec.pyx -> hakmem.records.codec"""
+    return os.path.splitext(path)[0].replace(os.sep, ".")
+
+
+sources = sorted(os.path.relpath(p, HERE)
+                 for p in glob.glob(os.path.join(HERE, "hakmem", "**", "*.pyx"), recursive=True))
+if not sources:
+    raise SystemExit("setup.py: no hakmem/**/*.pyx found; run it from a source checkout or sdist")
+
 extensions = [
     Extension(
-        "hakmem." + os.path.splitext(os.path.basename(path))[0],
+        _module_name(path),
         [path],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=macros,
         libraries=["dl", "pthread"],
     )
-    for path in sorted(glob.glob("hakmem/*.pyx"))
+    for path in sources
 ]
+
+# The license is declared here (pyproject lists it as dynamic) so that both a modern
+# setuptools (>= 77: an SPDX expression, as PEP 639 wants) and the older setuptools an
+# offline in-place build may have (which rejects `license = "MIT"` in pyproject.toml)
+# can read the project.
+if int(setuptools.__version__.split(".")[0]) >= 77:
+    license_kw = {"license_expression": "MIT", "license_files": ["LICENSE"]}
+else:
+    license_kw = {"license": "MIT"}
 
 setup(
     ext_modules=cythonize(
@@ -56,4 +86,5 @@ setup(
         compiler_directives=directives,
         nthreads=os.cpu_count() or 1,
     ),
+    **license_kw,
 )

@@ -10,16 +10,34 @@ The sdist carries the .pyx sources, never generated C (MANIFEST.in); the wheel c
 compiled modules, .pxd files and stubs only (exclude-package-data in pyproject.toml).
 """
 import glob
+import importlib.util
 import os
+import sys
 
 import setuptools
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# hakmem.options holds the one table of switches; setup.py must not import hakmem
-# (nothing is built yet), so it parses the two build switches the same simple way.
-DEBUG = os.environ.get("HAKMEM_DEBUG", "0").strip().lower() in ("1", "true", "yes", "on")
-SANITIZE = os.environ.get("HAKMEM_SANITIZE", "").strip()
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_options():
+    """hakmem/options.py (pure Python) loaded by path: the package is not built yet."""
+    spec = importlib.util.spec_from_file_location(
+        "_hakmem_build_options", os.path.join(HERE, "hakmem", "options.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod          # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_options = _load_options()
+try:
+    _build = _options.read(when="build")
+except _options.ConfigError as e:
+    raise SystemExit(f"setup.py: {e}") from None
+DEBUG = _build["debug"]
+SANITIZE = _build["sanitize"]
 
 cflags = ["-std=gnu11", "-fno-strict-aliasing", "-Wno-unused-function",
           "-Wno-sign-compare", "-Wno-unused-const-variable"]
@@ -45,8 +63,6 @@ directives = {
     "initializedcheck": DEBUG,
     "embedsignature": True,
 }
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _module_name(path):

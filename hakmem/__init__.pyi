@@ -1,7 +1,7 @@
 """Type stubs for the hakmem package: the names it re-exports, and its own functions."""
 from typing import Any, Dict
 
-from hakmem.options import ConfigError as ConfigError
+from hakmem.options import ConfigError as ConfigError, ConfigWarning as ConfigWarning
 from hakmem.front import (
     malloc as malloc,
     calloc as calloc,

@@ -51,7 +51,7 @@ except ConfigError as _e:
 
 from hakmem import classes as _classes  # noqa: E402  (self-checks the size table)
 from hakmem import front as _front      # noqa: E402
-from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
+from hakmem.blocks import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
 from hakmem.pyalloc import install, uninstall, installed  # noqa: E402

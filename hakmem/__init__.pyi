@@ -2,7 +2,7 @@
 from typing import Any, Dict
 
 from hakmem.options import ConfigError as ConfigError, ConfigWarning as ConfigWarning
-from hakmem.front import (
+from hakmem.blocks import (
     malloc as malloc,
     calloc as calloc,
     realloc as realloc,

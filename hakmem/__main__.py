@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     """Parse ``argv`` and run the chosen subcommand; return its exit status."""
     import hakmem
     parser = _OneLineParser(prog="python -m hakmem",
-                            description="hakmem: a tiny-object allocator for Python and Cython")
+                            description="hakmem: a tiny-object allocator for Python and Cython",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     flavour = "debug" if hakmem.build_info()["debug"] else "release"
     parser.add_argument("--version", action="version",
                         version=f"hakmem {hakmem.__version__} ({flavour} build, "

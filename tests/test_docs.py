@@ -155,7 +155,9 @@ def test_cimport_recipe(tmp_path):
         (tmp_path / name).write_text(source)
     bindir = tmp_path / "bin"           # `python` in the recipe: the interpreter under test
     bindir.mkdir()
-    os.symlink(sys.executable, bindir / "python")
+    # a wrapper, not a symlink: a symlinked venv interpreter would lose its venv
+    (bindir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bindir / "python").chmod(0o755)
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
     for cmd in commands:
         r = subprocess.run(["bash", "-euo", "pipefail", "-c", cmd], cwd=tmp_path, env=env,

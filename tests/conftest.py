@@ -89,6 +89,10 @@ def _testing_dir():
             os.rename(tmp, out)       # atomic: a concurrent run builds its own and loses the race
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
+        # keep the few most recent builds (sanitizer/valgrind runs each add one)
+        old = sorted((os.path.join(root, d) for d in os.listdir(root)), key=os.path.getmtime)
+        for d in old[:-6]:
+            shutil.rmtree(d, ignore_errors=True)
     return out
 
 

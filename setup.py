@@ -96,11 +96,49 @@ if int(setuptools.__version__.split(".")[0]) >= 77:
 else:
     license_kw = {"license": "MIT"}
 
+
+
+def _ext_modules():
+    """Cythonize, unless the C generated last time is current.
+
+    Cython's own dependency check also looks at Cython's bundled .pxd files, and pip's
+    build isolation installs a fresh Cython for every build, so every `pip install .`
+    would regenerate and recompile everything. The C is reused instead when a stamp
+    (Cython version, directives, build switches) matches the last run and every .c
+    is newer than every hakmem .pyx/.pxd; a changed switch forces a full regeneration
+    (setuptools itself never notices changed compiler flags).
+    """
+    import json
+    import Cython
+    config = {"cython": Cython.__version__, "directives": directives,
+              "debug": DEBUG, "sanitize": SANITIZE}
+    stamp = os.path.join(HERE, "build", "hakmem-cython-config.json")
+    try:
+        with open(stamp) as f:
+            same = json.load(f) == config
+    except (OSError, ValueError):
+        same = False
+    inputs = [p for ext in ("pyx", "pxd")
+              for p in glob.glob(os.path.join(HERE, "hakmem", "**", "*." + ext), recursive=True)]
+    newest = max(os.path.getmtime(p) for p in inputs)
+
+    def current(pyx):
+        c = os.path.join(HERE, os.path.splitext(pyx)[0] + ".c")
+        return os.path.exists(c) and os.path.getmtime(c) >= newest
+
+    if same and all(current(ext.sources[0]) for ext in extensions):
+        for ext in extensions:
+            ext.sources = [os.path.splitext(ext.sources[0])[0] + ".c"]
+        return extensions
+    modules = cythonize(extensions, compiler_directives=directives, force=not same,
+                        nthreads=os.cpu_count() or 1)
+    os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    with open(stamp, "w") as f:
+        json.dump(config, f)
+    return modules
+
+
 setup(
-    ext_modules=cythonize(
-        extensions,
-        compiler_directives=directives,
-        nthreads=os.cpu_count() or 1,
-    ),
+    ext_modules=_ext_modules(),
     **license_kw,
 )

@@ -21,12 +21,20 @@ cdef extern from *:
     #define HAK_NCLASSES 20
     #define HAK_TINY_MAX 1024
     #define HAK_ALIGN 16
+    #define HAK_NSIZES (HAK_TINY_MAX / 16 + 1)   /* rows of hak_class_of_tab */
+    #ifndef HAK_STATIC_ASSERT
+    #ifdef __cplusplus
+    #define HAK_STATIC_ASSERT static_assert
+    #else
+    #define HAK_STATIC_ASSERT _Static_assert
+    #endif
+    #endif
     static const uint32_t hak_block_size_tab[HAK_NCLASSES] = {
         16, 32, 48, 64, 80, 96, 112, 128,
         160, 192, 224, 256, 320, 384, 448, 512,
         640, 768, 896, 1024};
     /* class of a request of n bytes, indexed by (n + 15) >> 4 for n <= 1024 */
-    static const uint8_t hak_class_of_tab[HAK_TINY_MAX / 16 + 1] = {
+    static const uint8_t hak_class_of_tab[HAK_NSIZES] = {
         0, 0, 1, 2, 3, 4, 5, 6, 7,
         8, 8, 9, 9, 10, 10, 11, 11,
         12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15,
@@ -44,13 +52,15 @@ cdef extern from *:
     #endif
     #endif
     """
-    const int HAK_DEBUG           # 1 in a HAKMEM_DEBUG=1 build
-    const int HAK_CANARY          # bytes of canary after each block (debug builds)
-    const int HAK_NCLASSES        # number of tiny classes
-    const int HAK_TINY_MAX        # largest tiny request (bytes)
-    const int HAK_ALIGN           # alignment of every tiny block
-    const uint32_t hak_block_size_tab[20]
-    const uint8_t hak_class_of_tab[65]
+    # enums, so Cython code may size arrays with them
+    enum: HAK_DEBUG               # 1 in a HAKMEM_DEBUG=1 build
+    enum: HAK_CANARY              # bytes of canary after each block (debug builds)
+    enum: HAK_NCLASSES            # number of tiny classes
+    enum: HAK_TINY_MAX            # largest tiny request (bytes)
+    enum: HAK_ALIGN               # alignment of every tiny block
+    enum: HAK_NSIZES              # (HAK_TINY_MAX / 16) + 1 request sizes, in 16-byte steps
+    const uint32_t* hak_block_size_tab
+    const uint8_t* hak_class_of_tab
     uint32_t hak_size_class(size_t n) nogil      # n <= HAK_TINY_MAX only
     uint32_t hak_block_size(uint32_t c) nogil
     uint32_t hak_stride(uint32_t c) nogil

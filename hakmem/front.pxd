@@ -7,22 +7,179 @@
 # thread. Tiny requests (<= 1024 bytes) are served by hakmem; larger ones by the
 # system malloc, tracked so that hak_free tells them apart.
 #
-# Per-thread cache (hak_tcache_t), fast path first:
-#   mag[c]     TinyHeapV2 L0 magazine: LIFO array of k[c].mag_lim slots (mag_cap for
-#              c < mag_classes, 0 otherwise); alloc pops it first, free pushes it
-#              while it has room.
-#   k[c].sll   TLS singly-linked free list; refilled in batches from owned slabs,
-#              half returned to the slabs when it grows past k[c].sll_cap.
-# A thread with no cache yet points at a static empty one (never an owner), so the
-# fast paths need no NULL test.
-# Invariant: every block in mag[] / sll[] belongs to a slab this cache owns.
-from libc.stdint cimport uint64_t, uint32_t
-from hakmem.slab cimport hak_slab_t
+# Glossary (the structs are C, defined below, so their layout is checked where they
+# are written: HAK_STATIC_ASSERT next to each)
+#   hak_tcache_t   one thread's cache. A thread without one points at a static empty
+#                  cache (every list empty, its id HAK_TID_NONE), so the fast paths
+#                  need no NULL test.
+#   hak_tclass_t   one class's state in a cache, fast path first:
+#     mag[]        the TinyHeapV2 L0 magazine: a LIFO array of mag_lim slots (0 for a
+#                  class it does not cover); alloc pops it first, free pushes it while
+#                  it has room (the supply hook).
+#     sll          the TLS singly-linked free list behind it; refilled in batches from
+#                  owned slabs, half returned to them when it grows past sll_cap.
+#     tid          the owning thread's id (its thread pointer). A slab's `owner` points
+#                  at its owner's hak_tclass_t, so free() tells "mine" from "another
+#                  thread's" with one load and one compare.
+#   direct[]       request size -> class state, indexed by (size + 15) >> 4: the size
+#                  class lookup is one load.
+# Invariant: every block in mag[] / sll belongs to a slab this cache owns, and carries
+# the free tag (HAK_FREE_TAG_OF) in its word 1.
+from libc.stdint cimport uint64_t, uint32_t, uintptr_t, uint8_t
+from hakmem.classes cimport HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, hak_likely
+from hakmem.slab cimport hak_slab_t, hak_is_tiny, hak_slab_of, HAK_FREE_TAG_OF
 
-cdef enum:
-    HAK_MAG_MAX_CLASSES = 8     # compile-time room; HAKMEM_TINY_MAG_CLASSES picks how many
-    HAK_MAG_MAX_CAP = 64        # compile-time room; HAKMEM_TINY_MAG_CAP picks how many
-    HAK_MAX_CLASSES = 20        # == HAK_NCLASSES
+cdef extern from *:
+    """
+    #ifndef HAK_FRONT_H
+    #define HAK_FRONT_H
+    #define HAK_MAG_MAX_CAP 64       /* compile-time room; HAKMEM_TINY_MAG_CAP picks how many */
+
+    /* Per-class counters: this one list makes the stats struct, the merge, the names
+       hakmem.stats() uses as dict keys and the columns of the printed table. */
+    #define HAK_CLASS_STATS(X) \\
+        X(mag_hits,     "allocs served by the magazine") \\
+        X(mag_misses,   "allocs of a covered class that found the magazine empty") \\
+        X(sll_pops,     "allocs served by the TLS free list") \\
+        X(mag_pushes,   "frees pushed into the magazine (the supply hook)") \\
+        X(sll_pushes,   "frees pushed onto the TLS free list") \\
+        X(remote_frees, "frees of another thread's block") \\
+        X(refills,      "batch refills from slabs") \\
+        X(flushes,      "returns of half the TLS free list to slabs")
+    #define HAK_X_FIELD(name, doc) uint64_t name;
+    #define HAK_X_COUNT(name, doc) + 1
+    #define HAK_X_NAME(name, doc) #name,
+    #define HAK_X_DOC(name, doc) doc,
+    #define HAK_X_ADD(name, doc) out->name += in->name;
+    typedef struct { HAK_CLASS_STATS(HAK_X_FIELD) } hak_class_stats_t;
+    enum { HAK_NSTATS = 0 HAK_CLASS_STATS(HAK_X_COUNT) };
+    HAK_STATIC_ASSERT(sizeof(hak_class_stats_t) == HAK_NSTATS * sizeof(uint64_t),
+                      "stats rows are read as arrays of uint64_t");
+    static const char* const hak_class_stat_names[HAK_NSTATS] = { HAK_CLASS_STATS(HAK_X_NAME) };
+    static const char* const hak_class_stat_docs[HAK_NSTATS] = { HAK_CLASS_STATS(HAK_X_DOC) };
+    static inline void hak_class_stats_add(hak_class_stats_t* out, const hak_class_stats_t* in) {
+        HAK_CLASS_STATS(HAK_X_ADD)
+    }
+
+    typedef struct hak_tclass_s {
+        /* line 0: everything a fast path touches except the magazine slot */
+        uintptr_t tid;          /* owner's thread id; first word (see slab.owner) */
+        uint32_t mag_top;       /* blocks in mag[] */
+        uint32_t mag_lim;       /* magazine slots for this class (0 = not covered) */
+        void* sll;              /* TLS free list head */
+        uint32_t sll_n;         /* blocks on the list */
+        uint32_t sll_cap;       /* past this, half the list goes back to the slabs */
+        uint64_t mag_hits;      /* the hot counters, one per op: see HAK_CLASS_STATS */
+        uint64_t sll_pops;
+        uint64_t mag_pushes;
+        uint64_t sll_pushes;
+        void* mag[HAK_MAG_MAX_CAP];
+    } hak_tclass_t;
+    HAK_STATIC_ASSERT(offsetof(hak_tclass_t, tid) == 0, "free() reads the owner's id at slab->owner");
+    HAK_STATIC_ASSERT(offsetof(hak_tclass_t, mag) == 64, "hot fields fill exactly one cache line");
+    HAK_STATIC_ASSERT(sizeof(hak_tclass_t) % 64 == 0, "class states stay cache-line aligned");
+
+    /* What the inline API (hak_heap_malloc / hak_heap_free) reads: a prefix of the
+       thread cache, or in debug builds a decoy whose lists are always empty and whose
+       id matches no slab, so every inline call falls through to the checked path. */
+    typedef struct hak_heap_s {
+        hak_tclass_t* direct[HAK_NSIZES];   /* (size + 15) >> 4 -> its class state */
+        const uint8_t* reg;                 /* the registry (hakmem.slab) */
+        uintptr_t tid;                      /* owner's thread id; HAK_TID_DECOY in a decoy */
+    } hak_heap_t;
+    #define HAK_TID_DECOY ((uintptr_t)1)    /* thread pointers are aligned: never 1 */
+
+    typedef struct hak_tcache_s {
+        hak_heap_t heap;                    /* direct[] first: the alloc path's one load */
+        hak_heap_t decoy;                   /* what hak_heap() returns in debug builds */
+        hak_tclass_t k[HAK_NCLASSES] __attribute__((aligned(64)));
+        hak_class_stats_t cold[HAK_NCLASSES];   /* counters kept off the fast path */
+        uint64_t pops_mark[HAK_NCLASSES];   /* sll_pops when coverage last changed */
+        hak_slab_t* slabs[HAK_NCLASSES];    /* owned slabs that may have free blocks,
+                                               the one most recently freed into first */
+        hak_slab_t* full[HAK_NCLASSES];     /* owned slabs a refill found exhausted */
+        hak_slab_t* cur[HAK_NCLASSES];      /* the slab of the last refill */
+        uint32_t batch[HAK_NCLASSES];       /* blocks per refill */
+        uint32_t mag_classes;               /* classes the magazine covers (0 = off) */
+        uint32_t mag_cap;
+        uint32_t epoch;                     /* config generation this cache was set up for */
+        struct hak_tcache_s* gnext;         /* all live caches (stats, fork) */
+        struct hak_tcache_s* gprev;
+    } hak_tcache_t;
+    HAK_STATIC_ASSERT(offsetof(hak_tcache_t, k) % 64 == 0, "class states start on a cache line");
+    HAK_STATIC_ASSERT(offsetof(hak_tcache_t, heap) == 0, "a cache is its own heap");
+
+    /* The calling thread's id: its thread pointer (one %fs load on x86-64). Unique
+       among live threads; a dead thread's id may come back, which is why a cache's
+       slabs are abandoned (owner reset) when its thread exits. */
+    #if defined(__x86_64__)
+    static inline uintptr_t hak_thread_id(void) {
+        uintptr_t t;
+        __asm__("movq %%fs:0, %0" : "=r"(t));
+        return t;
+    }
+    #elif defined(__GNUC__) && (defined(__aarch64__) || defined(__i386__) || defined(__powerpc64__))
+    static inline uintptr_t hak_thread_id(void) { return (uintptr_t)__builtin_thread_pointer(); }
+    #else
+    static __thread char hak_tid_anchor;
+    static inline uintptr_t hak_thread_id(void) { return (uintptr_t)&hak_tid_anchor; }
+    #endif
+    #endif
+    """
+    enum: HAK_MAG_MAX_CAP
+    enum: HAK_NSTATS
+
+    ctypedef struct hak_class_stats_t:
+        uint64_t mag_hits
+        uint64_t mag_misses
+        uint64_t sll_pops
+        uint64_t mag_pushes
+        uint64_t sll_pushes
+        uint64_t remote_frees
+        uint64_t refills
+        uint64_t flushes
+    const char* const* hak_class_stat_names
+    const char* const* hak_class_stat_docs
+    void hak_class_stats_add(hak_class_stats_t* out, const hak_class_stats_t* inp) nogil
+
+    ctypedef struct hak_tclass_t:
+        uintptr_t tid
+        uint32_t mag_top
+        uint32_t mag_lim
+        void* sll
+        uint32_t sll_n
+        uint32_t sll_cap
+        uint64_t mag_hits
+        uint64_t sll_pops
+        uint64_t mag_pushes
+        uint64_t sll_pushes
+        void* mag[HAK_MAG_MAX_CAP]
+
+    ctypedef struct hak_heap_t:
+        hak_tclass_t* direct[HAK_NSIZES]
+        const uint8_t* reg
+        uintptr_t tid
+    const uintptr_t HAK_TID_DECOY
+
+    ctypedef struct hak_tcache_t:
+        hak_heap_t heap
+        hak_heap_t decoy
+        hak_tclass_t k[HAK_NCLASSES]
+        hak_class_stats_t cold[HAK_NCLASSES]
+        uint64_t pops_mark[HAK_NCLASSES]
+        hak_slab_t* slabs[HAK_NCLASSES]
+        hak_slab_t* full[HAK_NCLASSES]
+        hak_slab_t* cur[HAK_NCLASSES]
+        uint32_t batch[HAK_NCLASSES]
+        uint32_t mag_classes
+        uint32_t mag_cap
+        uint32_t epoch
+        hak_tcache_t* gnext
+        hak_tcache_t* gprev
+
+    uintptr_t hak_thread_id() nogil
+
+from libc.string cimport memset
 
 # Error codes of hak_free_checked (0 = freed).
 cdef enum:
@@ -30,52 +187,6 @@ cdef enum:
     HAK_EFOREIGN = -1           # not a pointer hakmem handed out (or already unmapped)
     HAK_EDOUBLE = -2            # the block is already free
     HAK_EINTERIOR = -3          # points inside a hakmem block, not at its start
-
-cdef struct hak_class_stats_t:
-    uint64_t mag_hit            # allocs served by the magazine
-    uint64_t mag_miss           # allocs of a covered class that found it empty
-    uint64_t sll_pop            # allocs served by the TLS free list
-    uint64_t free_mag           # frees pushed into the magazine (supply hook)
-    uint64_t free_sll           # frees pushed onto the TLS free list
-    uint64_t free_remote        # frees of another thread's block
-    uint64_t refills            # batch refills from slabs
-    uint64_t flushes            # half-list returns to slabs
-
-# Per-class hot state: one cache line holds everything a fast path touches for
-# its class except the magazine slot itself.
-cdef struct hak_tclass_t:
-    void* sll                   # TLS SLL head
-    uint32_t sll_n              # blocks on the SLL
-    uint32_t sll_cap            # past this, half the SLL goes back to the slabs
-    uint32_t mag_top            # blocks in this class's magazine
-    uint32_t mag_lim            # magazine slots for this class (0 = not covered)
-    void** mag                  # this class's magazine slots (inside hak_tcache_t.mag)
-    uint64_t mag_hit            # counters: see hak_class_stats_t
-    uint64_t sll_pop
-    uint64_t free_mag
-    uint64_t free_sll
-
-# Counters off the fast path.
-cdef struct hak_tcold_t:
-    uint64_t batch              # blocks per refill
-    uint64_t mag_miss
-    uint64_t free_remote
-    uint64_t refills
-    uint64_t flushes
-
-cdef struct hak_tcache_t:
-    hak_tclass_t k[HAK_MAX_CLASSES]
-    void* mag[HAK_MAG_MAX_CLASSES * HAK_MAG_MAX_CAP]
-    hak_tcold_t cold[HAK_MAX_CLASSES]
-    hak_slab_t* slabs[HAK_MAX_CLASSES]   # owned slabs that may have free blocks,
-                                         # the one most recently freed into first
-    hak_slab_t* full[HAK_MAX_CLASSES]    # owned slabs a refill found exhausted
-    hak_slab_t* cur[HAK_MAX_CLASSES]     # the slab of the last refill (kept even if empty)
-    uint32_t mag_classes        # classes the magazine covers (0 when it is off)
-    uint32_t mag_cap
-    uint32_t epoch              # config generation this cache was set up for
-    hak_tcache_t* gnext         # all live caches (for stats, fork)
-    hak_tcache_t* gprev
 
 # ---- the cimport API -------------------------------------------------------
 cdef void* hak_malloc(size_t size) noexcept nogil            # NULL on out-of-memory
@@ -88,7 +199,77 @@ cdef int hak_check_live(void* p) noexcept nogil              # HAK_OK if p is a 
 cdef void hak_thread_flush() noexcept nogil                  # return this thread's cached blocks
 cdef size_t hak_trim() noexcept nogil                        # flush + give pages to the OS
 
+# ---- inline allocation for cimporting code ---------------------------------
+# A heap is the calling thread's cache, fetched once (hak_heap) and then used by the
+# inline functions below, which compile into the caller: the common case (a magazine
+# or free-list pop, a magazine push) costs no call at all; anything else calls the
+# out-of-line functions. Contract (docs/cimport.md): a heap is used only on the
+# thread that obtained it, until that thread exits; any block may be freed through
+# any heap, hak_free or another thread. Debug builds of hakmem hand out a decoy that
+# sends every call through hak_heap_malloc_slow / hak_heap_free_slow, which abort
+# when the heap belongs to another thread.
+cdef hak_heap_t* hak_heap() noexcept nogil                   # NULL only when out of memory
+cdef void* hak_heap_malloc_slow(hak_heap_t* h, size_t size) noexcept nogil
+cdef void hak_heap_free_slow(hak_heap_t* h, void* p) noexcept nogil
+
+
+cdef inline void* hak_heap_malloc(hak_heap_t* h, size_t size) noexcept nogil:
+    """hak_malloc(size) with the fast path compiled into the caller."""
+    cdef hak_tclass_t* k
+    cdef uint32_t t
+    cdef void* p
+    if hak_likely(size <= <size_t>HAK_TINY_MAX):
+        k = h.direct[(size + 15) >> 4]
+        t = k.mag_top
+        if hak_likely(t != 0):
+            t -= 1
+            k.mag_top = t
+            p = k.mag[t]
+            k.mag_hits += 1
+            (<uint64_t*>p)[1] = 0
+            return p
+        p = k.sll
+        if p != NULL:
+            k.sll = (<void**>p)[0]
+            k.sll_n -= 1
+            k.sll_pops += 1
+            (<uint64_t*>p)[1] = 0
+            return p
+    return hak_heap_malloc_slow(h, size)
+
+
+cdef inline void* hak_heap_calloc(hak_heap_t* h, size_t n, size_t size) noexcept nogil:
+    """hak_calloc(n, size) through the heap: zeroed; NULL on overflow or out of memory."""
+    cdef void* p
+    cdef size_t total
+    if size != 0 and n > (<size_t>-1) // size:
+        return NULL
+    total = n * size
+    p = hak_heap_malloc(h, total)
+    if p != NULL:
+        memset(p, 0, total)
+    return p
+
+
+cdef inline void hak_heap_free(hak_heap_t* h, void* p) noexcept nogil:
+    """hak_free(p) with the fast path (a push into h's magazine) compiled into the caller."""
+    cdef uintptr_t a = <uintptr_t>p
+    cdef hak_tclass_t* k
+    cdef uint32_t t
+    if hak_likely(hak_is_tiny(h.reg, a)):
+        k = <hak_tclass_t*>hak_slab_of(a).owner
+        if hak_likely(k.tid == h.tid):     # h's own block (only its id word is read before)
+            t = k.mag_top
+            if hak_likely(t < k.mag_lim):
+                (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)
+                k.mag[t] = p
+                k.mag_top = t + 1
+                k.mag_pushes += 1
+                return
+    hak_heap_free_slow(h, p)
+
+
 # ---- for hakmem's own layers (stats, pool, bench) --------------------------
-cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil   # HAK_MAX_CLASSES rows
+cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil   # HAK_NCLASSES rows
 cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
                         uint32_t sll_cap) noexcept nogil

@@ -1,27 +1,31 @@
 """hakmem.front — thread caches and the nogil fast paths (hak_malloc / hak_free ...).
 
-Alloc:  magazine pop (C0..C{mag_classes-1}) -> TLS SLL pop -> refill a batch from slabs.
-Free:   registry says tiny? -> owner is this thread? -> magazine push if room (the
-        TinyHeapV2 supply hook) else SLL push -> past sll_cap return half to slabs.
+Alloc:  direct[(size + 15) >> 4] -> class state k -> magazine pop -> TLS SLL pop
+        -> refill a batch from slabs (a slab's whole free list in O(1) when it fits).
+Free:   registry says tiny? -> slab header by masking -> its owner's id is ours?
+        -> magazine push if room (the TinyHeapV2 supply hook) else SLL push
+        -> past sll_cap return half to slabs.
         Not the owner -> push onto the slab's atomic remote list (hakmem.remote).
         Not tiny -> hakmem.large.
-The fast paths do plain loads and stores only: no locks, no atomics, no syscalls.
+The fast paths do plain loads and stores only: no locks, no atomics, no syscalls,
+and no test for "this thread has no cache yet" (it has the static empty one).
 """
 from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint8_t
-from libc.stdlib cimport calloc as sys_calloc, free as sys_free
+from libc.stdlib cimport free as sys_free
 from libc.string cimport memset, memcpy
 
-from hakmem.classes cimport (HAK_NCLASSES, HAK_TINY_MAX, HAK_DEBUG, HAK_CANARY,
+from hakmem.classes cimport (HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, HAK_DEBUG, HAK_CANARY,
                              hak_size_class, hak_block_size, hak_stride,
                              hak_likely, hak_unlikely)
-from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_in, hak_slab_start,
-                          hak_is_tiny, hak_slab_of,
+from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_of, hak_slab_index,
+                          hak_slab_start, hak_is_tiny, hak_slab_owner_tid,
+                          hak_slab_put, hak_slab_mark_full, hak_slab_mark_active,
                           hak_slab_list_push, hak_slab_list_remove, hak_registry,
                           hak_slab_acquire, hak_slab_release, hak_slab_abandon,
-                          hak_slab_drain_remote, hak_slab_take,
+                          hak_slab_drain_remote, hak_slab_take, hak_slab_check,
                           hak_slab_trim, hak_slab_fork_prepare, hak_slab_fork_parent,
-                          hak_slab_fork_child, HAK_FREE_TAG,
-                          HAK_SLAB_POOLED, HAK_SLAB_ACTIVE, HAK_SLAB_FULL, HAK_REGION_SIZE)
+                          hak_slab_fork_child, HAK_FREE_TAG_OF, HAK_TID_NONE,
+                          HAK_SLAB_POOLED, HAK_SLAB_FULL)
 from hakmem.remote cimport (hak_remote_push, hak_atomic_add_u64, hak_atomic_load_u64,
                             hak_atomic_load_ptr)
 from hakmem.large cimport (hak_large_alloc, hak_large_free, hak_large_usable,
@@ -30,10 +34,13 @@ from hakmem.large cimport (hak_large_alloc, hak_large_free, hak_large_usable,
 
 cdef extern from *:
     """
-    /* One initial-exec TLS pointer: a plain %fs-relative load, no __tls_get_addr. */
-    static __thread void* hak_tls_tc __attribute__((tls_model("initial-exec")));
+    /* One initial-exec TLS pointer: a plain %fs-relative load, no __tls_get_addr.
+       Every thread starts on the static empty cache: no fast path tests for NULL. */
+    static hak_tcache_t hak_empty_tc;
+    static __thread void* hak_tls_tc __attribute__((tls_model("initial-exec"))) = &hak_empty_tc;
     #define hak_tls_get() (hak_tls_tc)
     #define hak_tls_set(p) (hak_tls_tc = (p))
+    #define hak_empty_cache() (&hak_empty_tc)
 
     /* Debug builds: poison freed blocks, check canaries and poison, abort loudly. */
     #include <stdio.h>
@@ -42,7 +49,7 @@ cdef extern from *:
     #define HAK_POISON 0xDD
     #define HAK_CANARY_BYTE 0xCA
     static void hak_die(const char* what, void* p, unsigned cls) {
-        if (cls < 20)
+        if (cls < HAK_NCLASSES)
             fprintf(stderr, "hakmem: %s: block %p (class %u, %u bytes)\\n", what, p, cls,
                     hak_block_size(cls));
         else
@@ -75,9 +82,13 @@ cdef extern from *:
     """
     void* hak_tls_get() nogil
     void hak_tls_set(void* p) nogil
+    hak_tcache_t* hak_empty_cache() nogil
     void hak_die(const char* what, void* p, unsigned cls) nogil
     void hak_debug_on_free(void* p, unsigned cls) nogil
     void hak_debug_on_alloc(void* p, unsigned cls) nogil
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** out, size_t align, size_t size)
 
 from hakmem.remote cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
                             pthread_mutex_unlock)
@@ -92,8 +103,8 @@ cdef extern from "<pthread.h>" nogil:
 cdef const uint8_t* g_reg = hak_registry()  # copied once: the fast path reads it
 cdef pthread_mutex_t g_tc_lock             # guards the cache list and retired stats
 cdef hak_tcache_t* g_caches = NULL
-cdef hak_class_stats_t g_retired[HAK_MAX_CLASSES]   # counters of exited threads
-cdef uint64_t g_orphan_free[HAK_MAX_CLASSES]        # frees by threads with no cache
+cdef hak_class_stats_t g_retired[HAK_NCLASSES]   # counters of exited threads
+cdef uint64_t g_orphan_free[HAK_NCLASSES]        # frees by threads with no cache
 cdef pthread_key_t g_key
 # Effective configuration for caches (set from hakmem.options at import).
 cdef uint32_t g_mag_classes = 4
@@ -105,8 +116,8 @@ cdef uint32_t g_epoch = 1
 # C compiler from inlining them into hak_malloc/hak_free, whose fast paths then need
 # no callee-saved registers (no push/pop per call).
 ctypedef void* (*malloc_slow_fn)(size_t) noexcept nogil
-ctypedef void (*flush_fn)(hak_tcache_t*, uint32_t, uint32_t) noexcept nogil
-ctypedef void (*free_remote_fn)(hak_slab_t*, void*, hak_tcache_t*) noexcept nogil
+ctypedef void (*flush_fn)(hak_tclass_t*) noexcept nogil
+ctypedef void (*free_remote_fn)(hak_slab_t*, void*) noexcept nogil
 ctypedef void (*free_other_fn)(void*) noexcept nogil
 cdef malloc_slow_fn g_malloc_slow
 cdef flush_fn g_flush
@@ -115,31 +126,32 @@ cdef free_other_fn g_free_other
 memset(g_retired, 0, sizeof(g_retired))
 memset(g_orphan_free, 0, sizeof(g_orphan_free))
 pthread_mutex_init(&g_tc_lock, NULL)
-assert sizeof(hak_tclass_t) == 64, "per-class cache state must be one cache line"
-assert sizeof(hak_slab_t) == 64, "slab metadata must be 64 bytes"
 
 
 cdef inline void _set_tag(void* p) noexcept nogil:
-    (<uint64_t*>p)[1] = HAK_FREE_TAG ^ <uintptr_t>p
+    (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)
 
 cdef inline bint _has_tag(void* p) noexcept nogil:
-    return (<uint64_t*>p)[1] == (HAK_FREE_TAG ^ <uintptr_t>p)
+    return (<uint64_t*>p)[1] == HAK_FREE_TAG_OF(p)
+
+
+cdef inline bint _is_carved_block(hak_slab_t* s, void* p) noexcept nogil:
+    """p is the start of a block of s that has been carved."""
+    cdef char* start = hak_slab_start(s)
+    return (<char*>p >= start and <char*>p < s.bump
+            and (<uintptr_t>(<char*>p - start)) % hak_stride(s.cls) == 0)
 
 
 cdef void _debug_check_link(void* p, uint32_t c) noexcept nogil:
     """Debug builds: the free-list link (word 0) of free block p must be NULL or a
     block start of class c in an active slab; else a write after free hit it."""
     cdef void* nxt = (<void**>p)[0]
-    cdef hak_region_t* r
     cdef hak_slab_t* s
     if nxt == NULL:
         return
-    r = hak_region_of(g_reg, <uintptr_t>nxt)
-    if r != NULL:
-        s = hak_slab_in(r, <uintptr_t>nxt)
-        if (s != &r.slabs[0] and s.cls == c and nxt >= <void*>hak_slab_start(s)
-                and nxt < <void*>s.bump
-                and (<uintptr_t>nxt - <uintptr_t>hak_slab_start(s)) % hak_stride(c) == 0):
+    if hak_region_of(g_reg, <uintptr_t>nxt) != NULL:
+        s = hak_slab_of(<uintptr_t>nxt)
+        if hak_slab_index(s) != 0 and s.cls == c and _is_carved_block(s, nxt):
             return
     hak_die("write after free (free-list link overwritten)", p, c)
 
@@ -158,35 +170,66 @@ cdef void _debug_check_alloc(void* p, uint32_t c, bint linked) noexcept nogil:
 
 
 # ---- thread caches -----------------------------------------------------------
+cdef hak_tclass_t g_decoy_k      # a decoy heap's every class: always empty, no owner
+
+
+cdef void _heap_init(hak_heap_t* h, hak_tcache_t* tc, uintptr_t tid) noexcept nogil:
+    """Point a heap's size table at tc's class states (at the empty decoy class if
+    tc is NULL)."""
+    cdef uint32_t i
+    for i in range(HAK_NSIZES):
+        h.direct[i] = &tc.k[hak_size_class(i * 16)] if tc != NULL else &g_decoy_k
+    h.reg = g_reg
+    h.tid = tid
+
+
+cdef inline uint32_t _class_of(hak_tcache_t* tc, hak_tclass_t* k) noexcept nogil:
+    return <uint32_t>(k - &tc.k[0])
+
+
 cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
     """Copy the global configuration into a cache (its magazine must be empty)."""
     cdef uint32_t c, size, b, cap
+    cdef hak_tclass_t* k
     tc.mag_classes = g_mag_classes
     tc.mag_cap = g_mag_cap
     tc.epoch = g_epoch
     for c in range(HAK_NCLASSES):
+        k = &tc.k[c]
+        # magazine misses are the SLL pops of covered periods: fold the one ending now
+        if k.mag_lim:
+            tc.cold[c].mag_misses += k.sll_pops - tc.pops_mark[c]
+        tc.pops_mark[c] = k.sll_pops
+        k.mag_lim = g_mag_cap if c < g_mag_classes else 0
         size = hak_block_size(c)
-        tc.k[c].mag_lim = g_mag_cap if c < g_mag_classes else 0
-        tc.k[c].mag = &tc.mag[c * HAK_MAG_MAX_CAP] if c < HAK_MAG_MAX_CLASSES else NULL
         b = 8192 // size        # a refill moves about 8 KiB
         if b < 4:
             b = 4
         if b > g_batch:
             b = g_batch
-        tc.cold[c].batch = b
+        tc.batch[c] = b
         cap = 65536 // size     # a thread keeps at most ~64 KiB per class
         if cap > g_sll_cap:
             cap = g_sll_cap
         if cap < 2 * b:
             cap = 2 * b
-        tc.k[c].sll_cap = cap
+        k.sll_cap = cap
 
 
 cdef hak_tcache_t* _tc_create() noexcept nogil:
     global g_caches
-    cdef hak_tcache_t* tc = <hak_tcache_t*>sys_calloc(1, sizeof(hak_tcache_t))
-    if tc == NULL:
+    cdef void* mem = NULL
+    cdef hak_tcache_t* tc
+    cdef uintptr_t tid = hak_thread_id()
+    cdef uint32_t c
+    if posix_memalign(&mem, 64, sizeof(hak_tcache_t)) != 0:
         return NULL
+    tc = <hak_tcache_t*>mem
+    memset(tc, 0, sizeof(hak_tcache_t))
+    for c in range(HAK_NCLASSES):
+        tc.k[c].tid = tid
+    _heap_init(&tc.heap, tc, tid)
+    _heap_init(&tc.decoy, NULL, HAK_TID_DECOY)
     _tc_apply(tc)
     pthread_mutex_lock(&g_tc_lock)
     tc.gnext = g_caches
@@ -204,7 +247,7 @@ cdef void _mag_drain(hak_tcache_t* tc) noexcept nogil:
     cdef uint32_t c, i
     cdef void* p
     cdef hak_tclass_t* k
-    for c in range(HAK_MAG_MAX_CLASSES):
+    for c in range(HAK_NCLASSES):
         k = &tc.k[c]
         for i in range(k.mag_top):
             p = k.mag[i]
@@ -221,6 +264,7 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
     cdef void* rest
     cdef void* nxt
     cdef hak_slab_t* s
+    cdef hak_slab_t* checked = NULL
     cdef uint32_t i
     if keep == 0 or p == NULL:
         rest = p
@@ -240,12 +284,8 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
         if HAK_DEBUG:
             _debug_check_link(rest, c)
         nxt = (<void**>rest)[0]
-        s = hak_slab_in(<hak_region_t*>(<uintptr_t>rest & ~(HAK_REGION_SIZE - 1)),
-                        <uintptr_t>rest)
-        (<void**>rest)[0] = s.local_free
-        s.local_free = rest
-        s.used -= 1
-        if s.used == 0 and s != tc.cur[c]:
+        s = hak_slab_of(<uintptr_t>rest)
+        if hak_slab_put(s, rest) == 0 and s != tc.cur[c]:
             _slab_unlink(tc, c, s)
             hak_slab_release(s)
         elif tc.slabs[c] != s:
@@ -253,15 +293,24 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
             # next refills hand out the blocks that are likeliest still cached.
             _slab_unlink(tc, c, s)
             hak_slab_list_push(&tc.slabs[c], s)
+        elif HAK_DEBUG and s != checked:
+            hak_slab_check(s)
+            checked = s
         rest = nxt
     tc.cold[c].flushes += 1
+
+
+cdef void _flush_half(hak_tclass_t* k) noexcept nogil:
+    """The free path's overflow: k's SLL passed its cap; return half of it."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    _flush(tc, _class_of(tc, k), k.sll_cap // 2)
 
 
 cdef inline void _slab_unlink(hak_tcache_t* tc, uint32_t c, hak_slab_t* s) noexcept nogil:
     """Take an owned slab off whichever of its owner's lists holds it."""
     if s.state == HAK_SLAB_FULL:
         hak_slab_list_remove(&tc.full[c], s)
-        s.state = HAK_SLAB_ACTIVE
+        hak_slab_mark_active(s)
     else:
         hak_slab_list_remove(&tc.slabs[c], s)
 
@@ -295,15 +344,18 @@ cdef void _tc_release_slabs(hak_tcache_t* tc, bint abandon) noexcept nogil:
 cdef void _tc_stats_into(hak_tcache_t* tc, hak_class_stats_t* out) noexcept nogil:
     """Add a cache's counters (hot and cold) to out[0..HAK_NCLASSES)."""
     cdef uint32_t c
+    cdef hak_class_stats_t row
+    cdef hak_tclass_t* k
     for c in range(HAK_NCLASSES):
-        out[c].mag_hit += hak_atomic_load_u64(&tc.k[c].mag_hit)
-        out[c].sll_pop += hak_atomic_load_u64(&tc.k[c].sll_pop)
-        out[c].free_mag += hak_atomic_load_u64(&tc.k[c].free_mag)
-        out[c].free_sll += hak_atomic_load_u64(&tc.k[c].free_sll)
-        out[c].mag_miss += hak_atomic_load_u64(&tc.cold[c].mag_miss)
-        out[c].free_remote += hak_atomic_load_u64(&tc.cold[c].free_remote)
-        out[c].refills += hak_atomic_load_u64(&tc.cold[c].refills)
-        out[c].flushes += hak_atomic_load_u64(&tc.cold[c].flushes)
+        k = &tc.k[c]
+        row = tc.cold[c]
+        row.mag_hits = hak_atomic_load_u64(&k.mag_hits)
+        row.sll_pops = hak_atomic_load_u64(&k.sll_pops)
+        row.mag_pushes = hak_atomic_load_u64(&k.mag_pushes)
+        row.sll_pushes = hak_atomic_load_u64(&k.sll_pushes)
+        if k.mag_lim and row.sll_pops > tc.pops_mark[c]:
+            row.mag_misses += row.sll_pops - tc.pops_mark[c]
+        hak_class_stats_add(&out[c], &row)
 
 
 cdef void _tc_unregister(hak_tcache_t* tc) noexcept nogil:
@@ -330,7 +382,7 @@ cdef void _tc_destructor(void* arg) noexcept nogil:
         tc.cur[c] = NULL
     _tc_release_slabs(tc, True)
     _tc_unregister(tc)
-    hak_tls_set(NULL)
+    hak_tls_set(hak_empty_cache())
     sys_free(tc)
 
 
@@ -338,7 +390,7 @@ cdef void hak_thread_flush() noexcept nogil:
     """Return this thread's cached blocks and empty slabs to the global pool."""
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     cdef uint32_t c
-    if tc == NULL:
+    if tc == hak_empty_cache():
         return
     _mag_drain(tc)
     for c in range(HAK_NCLASSES):
@@ -357,12 +409,12 @@ cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
     """Set cache parameters: now for this thread, at their next refill for others."""
     global g_mag_classes, g_mag_cap, g_batch, g_sll_cap, g_epoch
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
-    g_mag_classes = mag_classes if mag_classes <= HAK_MAG_MAX_CLASSES else HAK_MAG_MAX_CLASSES
+    g_mag_classes = mag_classes if mag_classes <= HAK_NCLASSES else HAK_NCLASSES
     g_mag_cap = mag_cap if mag_cap <= HAK_MAG_MAX_CAP else HAK_MAG_MAX_CAP
     g_batch = batch if batch >= 1 else 1
     g_sll_cap = sll_cap
     g_epoch += 1
-    if tc != NULL:
+    if tc != hak_empty_cache():
         _mag_drain(tc)
         _tc_apply(tc)
 
@@ -374,7 +426,7 @@ cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
     cdef hak_slab_t* nxt
     cdef void* head = NULL
     cdef uint32_t n = 0
-    cdef uint32_t want = <uint32_t>tc.cold[c].batch
+    cdef uint32_t want = tc.batch[c]
     # Front to back: the slab most recently freed into comes first. Slabs found
     # exhausted move to the full list, so later refills do not walk them again.
     while s != NULL:
@@ -384,7 +436,7 @@ cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
         nxt = s.next
         hak_slab_list_remove(&tc.slabs[c], s)
         hak_slab_list_push(&tc.full[c], s)
-        s.state = HAK_SLAB_FULL
+        hak_slab_mark_full(s)
         s = nxt
     if n == 0:
         # Before mapping more: full slabs may have had blocks freed by other threads.
@@ -399,7 +451,7 @@ cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
                     break
             s = nxt
     while n == 0:
-        s = hak_slab_acquire(c, tc)
+        s = hak_slab_acquire(c, &tc.k[c])
         if s == NULL:
             return 0
         hak_slab_list_push(&tc.slabs[c], s)
@@ -419,7 +471,7 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
     if n > <size_t>HAK_TINY_MAX:
         return hak_large_alloc(n, False)
     tc = <hak_tcache_t*>hak_tls_get()
-    if tc == NULL:
+    if tc == hak_empty_cache():
         tc = _tc_create()
         if tc == NULL:
             return NULL
@@ -428,8 +480,6 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
         _tc_apply(tc)
     c = hak_size_class(n)
     k = &tc.k[c]
-    if k.mag_lim:
-        tc.cold[c].mag_miss += 1
     if k.sll == NULL and not _refill(tc, c):
         return NULL
     p = k.sll
@@ -437,7 +487,7 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
         _debug_check_alloc(p, c, True)
     k.sll = (<void**>p)[0]
     k.sll_n -= 1
-    k.sll_pop += 1
+    k.sll_pops += 1
     (<uint64_t*>p)[1] = 0
     return p
 
@@ -445,42 +495,75 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
 cdef void* hak_malloc(size_t size) noexcept nogil:
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     cdef hak_tclass_t* k
-    cdef size_t c
     cdef uint32_t t
     cdef void* p
-    if hak_likely(size <= <size_t>HAK_TINY_MAX and tc != NULL):
-        c = hak_size_class(size)
-        k = &tc.k[c]
+    if hak_likely(size <= <size_t>HAK_TINY_MAX):
+        k = tc.heap.direct[(size + 15) >> 4]
         t = k.mag_top              # 0 for classes the magazine does not cover
         if hak_likely(t != 0):
             t -= 1
             k.mag_top = t
             p = k.mag[t]
-            k.mag_hit += 1
+            k.mag_hits += 1
             if HAK_DEBUG:
-                _debug_check_alloc(p, c, False)
+                _debug_check_alloc(p, _class_of(tc, k), False)
             (<uint64_t*>p)[1] = 0      # clear the free tag
             return p
         p = k.sll
         if hak_likely(p != NULL):
             if HAK_DEBUG:
-                _debug_check_alloc(p, c, True)
+                _debug_check_alloc(p, _class_of(tc, k), True)
             k.sll = (<void**>p)[0]
             k.sll_n -= 1
-            k.sll_pop += 1
-            tc.cold[c].mag_miss += k.mag_lim != 0   # branch-free miss count
+            k.sll_pops += 1
             (<uint64_t*>p)[1] = 0
             return p
     return g_malloc_slow(size)
 
 
-cdef void _free_remote(hak_slab_t* s, void* p, hak_tcache_t* tc) noexcept nogil:
+# ---- the inline API's out-of-line half -----------------------------------------
+cdef hak_heap_t* hak_heap() noexcept nogil:
+    """The calling thread's heap (its cache; a checking decoy in debug builds)."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    if tc == hak_empty_cache():
+        tc = _tc_create()
+        if tc == NULL:
+            return NULL
+    elif tc.epoch != g_epoch:
+        _mag_drain(tc)
+        _tc_apply(tc)
+    return &tc.decoy if HAK_DEBUG else &tc.heap
+
+
+cdef void _heap_check(hak_heap_t* h) noexcept nogil:
+    """Debug builds: h must be the calling thread's heap."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    if h != &tc.decoy and h != &tc.heap:
+        hak_die("heap used from another thread (or after its thread exited)", h, 99)
+
+
+cdef void* hak_heap_malloc_slow(hak_heap_t* h, size_t size) noexcept nogil:
+    """hak_heap_malloc's fallback: everything but a magazine or free-list pop."""
+    if HAK_DEBUG:
+        _heap_check(h)
+    return hak_malloc(size)
+
+
+cdef void hak_heap_free_slow(hak_heap_t* h, void* p) noexcept nogil:
+    """hak_heap_free's fallback: everything but a push into h's own magazine."""
+    if HAK_DEBUG:
+        _heap_check(h)
+    hak_free(p)
+
+
+cdef void _free_remote(hak_slab_t* s, void* p) noexcept nogil:
     """A block of a slab this thread does not own: push it to the slab's remote list."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     cdef uint32_t c = s.cls
     _set_tag(p)
     hak_remote_push(&s.remote_free, p)
-    if tc != NULL:
-        tc.cold[c].free_remote += 1
+    if tc != hak_empty_cache():
+        tc.cold[c].remote_frees += 1
     else:
         hak_atomic_add_u64(&g_orphan_free[c], 1)
 
@@ -500,33 +583,30 @@ cdef void _debug_check_free(hak_slab_t* s, void* p) noexcept nogil:
 cdef void hak_free(void* p) noexcept nogil:
     cdef uintptr_t a = <uintptr_t>p
     cdef hak_slab_t* s
-    cdef hak_tcache_t* tc
     cdef hak_tclass_t* k
-    cdef uint32_t c, t, n
+    cdef uint32_t t, n
     if hak_likely(hak_is_tiny(g_reg, a)):
         s = hak_slab_of(a)
-        tc = <hak_tcache_t*>hak_tls_get()
         if HAK_DEBUG:
             _debug_check_free(s, p)
-        if hak_likely(s.owner == <void*>tc):
-            c = s.cls
-            k = &tc.k[c]
+        k = <hak_tclass_t*>s.owner
+        if hak_likely(k.tid == hak_thread_id()):
             _set_tag(p)
             t = k.mag_top
             if hak_likely(t < k.mag_lim):      # TinyHeapV2 supply hook
                 k.mag[t] = p
                 k.mag_top = t + 1
-                k.free_mag += 1
+                k.mag_pushes += 1
                 return
             (<void**>p)[0] = k.sll
             k.sll = p
             n = k.sll_n + 1
             k.sll_n = n
-            k.free_sll += 1
+            k.sll_pushes += 1
             if hak_unlikely(n > k.sll_cap):
-                g_flush(tc, c, k.sll_cap // 2)
+                g_flush(k)
             return
-        g_free_remote(s, p, tc)
+        g_free_remote(s, p)
         return
     g_free_other(p)
 
@@ -540,7 +620,7 @@ cdef void _free_other(void* p) noexcept nogil:
 
 
 g_malloc_slow = _malloc_slow
-g_flush = _flush
+g_flush = _flush_half
 g_free_remote = _free_remote
 g_free_other = _free_other
 
@@ -548,15 +628,14 @@ g_free_other = _free_other
 cdef int hak_check_live(void* p) noexcept nogil:
     """HAK_OK if p is a live block of ours, else the HAK_E* code a free would give."""
     cdef uintptr_t a = <uintptr_t>p
-    cdef hak_region_t* r = hak_region_of(g_reg, a)
     cdef hak_slab_t* s
     if p == NULL:
         return HAK_EFOREIGN
-    if r == NULL:
+    if hak_region_of(g_reg, a) == NULL:
         return HAK_OK if hak_large_usable(p) != 0 else HAK_EFOREIGN
-    s = hak_slab_in(r, a)
-    if s == &r.slabs[0]:
-        return HAK_EFOREIGN            # the region header
+    s = hak_slab_of(a)
+    if hak_slab_index(s) == 0 or a < <uintptr_t>hak_slab_start(s):
+        return HAK_EFOREIGN            # the region header or a slab header
     if s.state == HAK_SLAB_POOLED:
         return HAK_EDOUBLE             # every block of an empty slab is free
     if a >= <uintptr_t>s.bump:
@@ -582,9 +661,8 @@ cdef int hak_free_checked(void* p) noexcept nogil:
 
 cdef size_t hak_usable_size(void* p) noexcept nogil:
     cdef uintptr_t a = <uintptr_t>p
-    cdef hak_region_t* r = hak_region_of(g_reg, a)
-    if r != NULL:
-        return hak_block_size(hak_slab_in(r, a).cls)
+    if hak_region_of(g_reg, a) != NULL:
+        return hak_block_size(hak_slab_of(a).cls)
     if p == NULL:
         return 0
     return hak_large_usable(p)
@@ -606,14 +684,12 @@ cdef void* hak_calloc(size_t n, size_t size) noexcept nogil:
 
 cdef void* hak_realloc(void* p, size_t size) noexcept nogil:
     cdef uintptr_t a = <uintptr_t>p
-    cdef hak_region_t* r
     cdef size_t old
     cdef void* q
     if p == NULL:
         return hak_malloc(size)
-    r = hak_region_of(g_reg, a)
-    if r != NULL:
-        old = hak_block_size(hak_slab_in(r, a).cls)
+    if hak_region_of(g_reg, a) != NULL:
+        old = hak_block_size(hak_slab_of(a).cls)
         # Stay in place if it fits and would not waste more than half the block.
         if size <= old and (size * 2 > old or old == 16):
             return p
@@ -627,7 +703,6 @@ cdef void* hak_realloc(void* p, size_t size) noexcept nogil:
     memcpy(q, p, size if size < old else old)
     hak_free(p)
     return q
-
 
 
 cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil:
@@ -644,7 +719,7 @@ cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil:
         _tc_stats_into(tc, out)
         tc = tc.gnext
     for c in range(HAK_NCLASSES):
-        out[c].free_remote += hak_atomic_load_u64(&g_orphan_free[c])
+        out[c].remote_frees += hak_atomic_load_u64(&g_orphan_free[c])
     pthread_mutex_unlock(&g_tc_lock)
 
 
@@ -662,8 +737,10 @@ cdef void _fork_parent() noexcept nogil:
 cdef void _fork_child() noexcept nogil:
     """Only the forking thread survives: retire every other cache.
 
-    Their memory is kept (never freed) so no new cache can reuse an address that
-    still names the owner of their slabs; their cached blocks stay unavailable.
+    Their memory is kept (never freed): their slabs still point at them. Their ids
+    become HAK_TID_NONE, so a new thread that gets a dead thread's id back never
+    matches them; frees of their blocks take the remote path, and their cached
+    blocks stay unavailable.
     """
     global g_caches
     cdef hak_tcache_t* me = <hak_tcache_t*>hak_tls_get()
@@ -679,18 +756,33 @@ cdef void _fork_child() noexcept nogil:
         if tc != me:
             _tc_stats_into(tc, g_retired)
             for c in range(HAK_NCLASSES):
-                tc.k[c].mag_hit = 0
-                tc.k[c].sll_pop = 0
-                tc.k[c].free_mag = 0
-                tc.k[c].free_sll = 0
+                tc.k[c].tid = HAK_TID_NONE
+                tc.k[c].mag_hits = 0
+                tc.k[c].sll_pops = 0
+                tc.k[c].mag_pushes = 0
+                tc.k[c].sll_pushes = 0
+                tc.pops_mark[c] = 0
             memset(tc.cold, 0, sizeof(tc.cold))
         tc = nxt
+    if me == hak_empty_cache():
+        me = NULL
     g_caches = me
     if me != NULL:
         me.gprev = NULL
         me.gnext = NULL
 
 
+cdef void _empty_cache_init() noexcept nogil:
+    """The static cache of threads that have none yet: every list empty, no owner."""
+    cdef hak_tcache_t* e = hak_empty_cache()
+    cdef uint32_t c
+    for c in range(HAK_NCLASSES):
+        e.k[c].tid = HAK_TID_NONE
+    _heap_init(&e.heap, e, HAK_TID_NONE)
+    g_decoy_k.tid = HAK_TID_DECOY
+
+
+_empty_cache_init()
 pthread_key_create(&g_key, _tc_destructor)
 pthread_atfork(_fork_prepare, _fork_parent, _fork_child)
 
@@ -813,10 +905,26 @@ def _configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch, uint32_t 
 
 
 def _class_stats():
-    """Raw per-class counters: a list of dicts, C0 first."""
-    cdef hak_class_stats_t st[HAK_MAX_CLASSES]
+    """Raw per-class counters: a list of dicts (keys: ``stat_names()``), C0 first."""
+    cdef hak_class_stats_t st[HAK_NCLASSES]
+    cdef uint64_t* row
     hak_stats_collect(st)
-    return [st[c] for c in range(HAK_NCLASSES)]
+    names = stat_names()
+    out = []
+    for c in range(HAK_NCLASSES):
+        row = <uint64_t*>&st[c]
+        out.append({names[i]: row[i] for i in range(HAK_NSTATS)})
+    return out
+
+
+def stat_names():
+    """Names of the per-class counters, in the order of the C field list."""
+    return [hak_class_stat_names[i].decode() for i in range(HAK_NSTATS)]
+
+
+def stat_docs():
+    """One line per counter saying what it counts (same order as stat_names())."""
+    return [hak_class_stat_docs[i].decode() for i in range(HAK_NSTATS)]
 
 
 def _thread_cache_state():
@@ -824,7 +932,7 @@ def _thread_cache_state():
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     cdef hak_slab_t* s
     out = []
-    if tc == NULL:
+    if tc == hak_empty_cache():
         return out
     for c in range(HAK_NCLASSES):
         n = 0

@@ -84,14 +84,18 @@ def _parse_domains(name: str, raw: str) -> tuple:
     return parts
 
 
+# The class count, needed before the compiled modules load; a test checks that it
+# equals hakmem.classes.NCLASSES.
+NCLASSES = 20
+
 # Defaults chosen by measurement; see docs/config.md for the figures.
 SWITCHES = (
     Switch("HAKMEM_TINY_HEAP_V2", "heap_v2", True, _parse_bool,
            "TinyHeapV2 L0 magazine in front of the TLS free list (on/off)."),
     Switch("HAKMEM_TINY_MAG_CAP", "mag_cap", 16, _int_parser(1, 64),
            "Slots per magazine (per thread, per covered class)."),
-    Switch("HAKMEM_TINY_MAG_CLASSES", "mag_classes", 4, _int_parser(0, 8),
-           "How many classes, from C0 up, the magazine covers (4 = C0..C3 = 16..64 bytes)."),
+    Switch("HAKMEM_TINY_MAG_CLASSES", "mag_classes", NCLASSES, _int_parser(0, NCLASSES),
+           "How many classes, from C0 up, the magazine covers (20 = all; 4 = C0..C3 = 16..64 bytes)."),
     Switch("HAKMEM_TINY_REFILL_BATCH", "refill_batch", 64, _int_parser(1, 1024),
            "Most blocks moved from a slab to a thread's free list in one refill."),
     Switch("HAKMEM_TINY_SLL_CAP", "sll_cap", 512, _int_parser(16, 1 << 20),

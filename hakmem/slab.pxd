@@ -1,20 +1,23 @@
 # hakmem.slab — the backend: 4 MiB regions from mmap, carved into 64 KiB slabs.
 #
 # Glossary
-#   region  4 MiB, 4 MiB-aligned mapping. Its first 64 KiB hold the region header
-#           (magic + the metadata of all 64 slabs); slabs 1..63 hold blocks.
-#   slab    64 KiB of blocks of one class. Its metadata (hak_slab_t) sits in the
-#           region header, so no bytes a user can write ever hold allocator state
-#           except a free block's first two words (next pointer, free tag).
-#   owner   the thread cache that may pop/push the slab's local list without a lock.
-#           Pooled and abandoned slabs have owner == HAK_NO_OWNER (never NULL, so a
-#           thread with no cache yet can never match it).
+#   region  4 MiB, 4 MiB-aligned mapping. Its first 64 KiB (slab 0) hold only the
+#           region header; slabs 1..63 hold blocks.
+#   slab    64 KiB, 64 KiB-aligned, of blocks of one class. Its metadata (hak_slab_t,
+#           HAK_SLAB_HDR bytes) sits at the slab's start, so free() finds it with one
+#           mask (rpmalloc's span header); the blocks follow it.
+#   owner   the thread cache's per-class state (hak_tclass_t in hakmem.front) that may
+#           pop/push the slab's local list without a lock. Its first word is the owning
+#           thread's id, which free() compares with its own. Pooled and abandoned slabs
+#           point at a static word holding HAK_TID_NONE, which no thread matches.
 #
-# Invariants (per slab, owner's view)
-#   used == capacity - |local_free| - (end - bump) / stride
-#   i.e. `used` counts blocks held by users, by thread caches and on remote_free.
-#   A slab is on exactly one list: the global pool, abandoned[cls], or its owner's
-#   per-class list; `next`/`prev` are that list's links.
+# Invariants (per slab, owner's view; checked whole by hak_slab_check in debug builds)
+#   used + nfree + (end - bump) / stride == capacity
+#   i.e. `used` counts blocks held by users, by thread caches and on remote_free;
+#   nfree == |local_free|. A slab is on exactly one list: the global pool,
+#   abandoned[cls], or one of its owner's per-class lists; `next`/`prev` link it.
+#   Only this layer writes a slab's fields: the owner calls the inline functions
+#   below (hak_slab_put, hak_slab_mark_full, ...) and hak_slab_take/drain_remote.
 #
 # Registry: a flat byte map over address bits 47..22 (64 MiB of reserved,
 # lazily-touched address space; one byte per 4 MiB region) answers "is this a tiny
@@ -25,61 +28,101 @@ cdef extern from *:
     """
     #ifndef HAK_SLAB_H
     #define HAK_SLAB_H
+    #ifndef HAK_STATIC_ASSERT
+    #ifdef __cplusplus
+    #define HAK_STATIC_ASSERT static_assert
+    #else
+    #define HAK_STATIC_ASSERT _Static_assert
+    #endif
+    #endif
+    #include <stddef.h>
+    #include <stdint.h>
     #define HAK_SLAB_SHIFT 16
     #define HAK_SLAB_SIZE ((size_t)1 << HAK_SLAB_SHIFT)
+    #define HAK_SLAB_HDR 128          /* header bytes before the first block */
     #define HAK_REGION_SHIFT 22
     #define HAK_REGION_SIZE ((size_t)1 << HAK_REGION_SHIFT)
     #define HAK_SLABS_PER_REGION 64
     #define HAK_REGION_MAGIC 0x48414b4d454d5247ULL
     #define HAK_REG_ENTRIES ((uintptr_t)1 << (48 - HAK_REGION_SHIFT))
-    #define HAK_NO_OWNER ((void*)1)
-    #define HAK_FREE_TAG 0x9e3779b97f4a7c15ULL
+    #define HAK_TID_NONE ((uintptr_t)0)   /* never a thread's id */
+    /* A free block's word 1: its address plus an odd constant. One `lea` and one
+       store; no live block plausibly holds it (odd, not a pointer). */
+    #define HAK_FREE_TAG_OF(p) ((uint64_t)(uintptr_t)(p) + 0x5bd1e995ULL)
     /* slab states */
     #define HAK_SLAB_POOLED 0
     #define HAK_SLAB_ACTIVE 1
     #define HAK_SLAB_ABANDONED 2
     #define HAK_SLAB_FULL 3      /* active, on its owner's full list */
+
+    typedef struct hak_slab_s {
+        /* line 0: what free() and the owner touch */
+        void* owner;                /* owner's hak_tclass_t (first word: its thread id) */
+        void* local_free;           /* owner-only free list */
+        char* bump;                 /* first never-carved block */
+        char* end;                  /* one past the last block */
+        struct hak_slab_s* next;
+        struct hak_slab_s* prev;
+        uint32_t used;              /* see the invariant above */
+        uint32_t nfree;             /* blocks on local_free */
+        uint16_t cls;
+        uint8_t state;              /* HAK_SLAB_POOLED / ACTIVE / FULL / ABANDONED */
+        uint8_t committed;          /* 0 after trim() gave the pages back to the OS */
+        uint32_t capacity;
+        /* line 1: written by other threads (remote frees) */
+        void* remote_free __attribute__((aligned(64)));  /* atomic Treiber stack */
+    } hak_slab_t;
+    HAK_STATIC_ASSERT(sizeof(hak_slab_t) <= HAK_SLAB_HDR, "slab header must fit before the first block");
+    HAK_STATIC_ASSERT(offsetof(hak_slab_t, remote_free) == 64, "remote frees get their own cache line");
+    HAK_STATIC_ASSERT(HAK_SLAB_HDR % 16 == 0, "blocks must stay 16-byte aligned");
+
+    typedef struct hak_region_s {
+        uint64_t magic;
+        struct hak_region_s* next;  /* all regions, for trim and stats */
+        struct hak_region_s* prev;
+        uint32_t npooled;           /* slabs of this region sitting in the pool */
+    } hak_region_t;
+    HAK_STATIC_ASSERT(sizeof(hak_region_t) <= HAK_SLAB_SIZE, "region header lives in slab 0");
+    #define hak_region_slab(r, i) ((hak_slab_t*)((char*)(r) + ((size_t)(i) << HAK_SLAB_SHIFT)))
     #endif
     """
     const int HAK_SLAB_SHIFT
     const size_t HAK_SLAB_SIZE
+    const size_t HAK_SLAB_HDR
     const int HAK_REGION_SHIFT
     const size_t HAK_REGION_SIZE
     const int HAK_SLABS_PER_REGION
     const uint64_t HAK_REGION_MAGIC
     const uintptr_t HAK_REG_ENTRIES
-    void* HAK_NO_OWNER
-    const uint64_t HAK_FREE_TAG
+    const uintptr_t HAK_TID_NONE
+    uint64_t HAK_FREE_TAG_OF(void* p) nogil
     const int HAK_SLAB_POOLED
     const int HAK_SLAB_ACTIVE
     const int HAK_SLAB_ABANDONED
     const int HAK_SLAB_FULL
 
+    ctypedef struct hak_slab_t:
+        void* owner
+        void* local_free
+        char* bump
+        char* end
+        hak_slab_t* next
+        hak_slab_t* prev
+        uint32_t used
+        uint32_t nfree
+        uint16_t cls
+        uint8_t state
+        uint8_t committed
+        uint32_t capacity
+        void* remote_free
 
-# 64 bytes exactly, so free() finds a slab's metadata with a shift, not a multiply.
-# The first block is derived (hak_slab_start); capacity = HAK_SLAB_SIZE // stride.
-cdef struct hak_slab_s:
-    void* owner             # owning thread cache, or HAK_NO_OWNER
-    void* local_free        # owner-only free list
-    void* remote_free       # atomic Treiber stack of cross-thread frees
-    char* bump              # first never-carved block
-    char* end               # one past the last block
-    hak_slab_s* next
-    hak_slab_s* prev
-    uint32_t used           # see the invariant above
-    uint16_t cls
-    uint8_t state           # HAK_SLAB_POOLED / ACTIVE / FULL / ABANDONED
-    uint8_t committed       # 0 after trim() gave the pages back to the OS
-ctypedef hak_slab_s hak_slab_t
+    ctypedef struct hak_region_t:
+        uint64_t magic
+        hak_region_t* next
+        hak_region_t* prev
+        uint32_t npooled
 
-cdef struct hak_region_s:
-    uint64_t magic
-    hak_region_s* next      # all regions, for trim and stats
-    hak_region_s* prev
-    uint32_t npooled        # slabs of this region sitting in the pool
-    char pad[36]            # slabs[] starts on a cache line
-    hak_slab_t slabs[64]    # slabs[0] is the header itself and never used
-ctypedef hak_region_s hak_region_t
+    hak_slab_t* hak_region_slab(hak_region_t* r, int i) nogil
 
 cdef struct hak_slab_stats_t:
     uint64_t bytes_mapped
@@ -110,24 +153,45 @@ cdef inline bint hak_is_tiny(const uint8_t* reg, uintptr_t a) noexcept nogil:
 
 
 cdef inline hak_slab_t* hak_slab_of(uintptr_t a) noexcept nogil:
-    """Slab metadata of an address already known to be in one of our regions."""
-    return &(<hak_region_t*>(a & ~(HAK_REGION_SIZE - 1))).slabs[
-        (a >> HAK_SLAB_SHIFT) & (HAK_SLABS_PER_REGION - 1)]
+    """Slab header of an address already known to be in one of our regions."""
+    return <hak_slab_t*>(a & ~(HAK_SLAB_SIZE - 1))
 
 
-cdef inline hak_slab_t* hak_slab_in(hak_region_t* r, uintptr_t a) noexcept nogil:
-    return &r.slabs[(a >> HAK_SLAB_SHIFT) & (HAK_SLABS_PER_REGION - 1)]
+cdef inline int hak_slab_index(hak_slab_t* s) noexcept nogil:
+    """Index of a slab in its region (0 is the region header, never a slab)."""
+    return <int>((<uintptr_t>s >> HAK_SLAB_SHIFT) & (HAK_SLABS_PER_REGION - 1))
 
 
 cdef inline hak_region_t* hak_region_of_slab(hak_slab_t* s) noexcept nogil:
-    # slab metadata lives in its region's header
     return <hak_region_t*>(<uintptr_t>s & ~(HAK_REGION_SIZE - 1))
 
 
 cdef inline char* hak_slab_start(hak_slab_t* s) noexcept nogil:
     """Address of the slab's first block."""
-    cdef hak_region_t* r = hak_region_of_slab(s)
-    return <char*>r + (<size_t>(s - &r.slabs[0]) << HAK_SLAB_SHIFT)
+    return <char*>s + HAK_SLAB_HDR
+
+
+cdef inline uintptr_t hak_slab_owner_tid(hak_slab_t* s) noexcept nogil:
+    """Thread id of the slab's owner (HAK_TID_NONE when pooled or abandoned)."""
+    return (<uintptr_t*>s.owner)[0]
+
+
+# ---- the owner's state changes (no lock: only the owner calls these) ---------
+cdef inline uint32_t hak_slab_put(hak_slab_t* s, void* p) noexcept nogil:
+    """Owner: block p (already tagged free) goes back on the local list; returns `used`."""
+    (<void**>p)[0] = s.local_free
+    s.local_free = p
+    s.nfree += 1
+    s.used -= 1
+    return s.used
+
+cdef inline void hak_slab_mark_full(hak_slab_t* s) noexcept nogil:
+    """Owner: a refill found the slab exhausted (it moves to the owner's full list)."""
+    s.state = HAK_SLAB_FULL
+
+cdef inline void hak_slab_mark_active(hak_slab_t* s) noexcept nogil:
+    """Owner: the slab leaves the full list (blocks came back)."""
+    s.state = HAK_SLAB_ACTIVE
 
 
 # Intrusive doubly linked lists of slabs (pool, abandoned, owner lists).
@@ -155,6 +219,7 @@ cdef void hak_slab_release(hak_slab_t* s) noexcept nogil
 cdef void hak_slab_abandon(hak_slab_t* s) noexcept nogil
 cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil
 cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept nogil
+cdef void hak_slab_check(hak_slab_t* s) noexcept nogil
 cdef size_t hak_slab_trim() noexcept nogil
 cdef void hak_slab_get_stats(hak_slab_stats_t* out) noexcept nogil
 cdef void hak_slab_fork_prepare() noexcept nogil

@@ -6,6 +6,7 @@ unowned slabs) and touch nothing shared but the atomic remote list.
 """
 from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint8_t
 from libc.string cimport memset
+from posix.unistd cimport sysconf, _SC_PAGESIZE
 from hakmem.classes cimport hak_stride, HAK_NCLASSES, HAK_CANARY, HAK_DEBUG
 from hakmem.remote cimport hak_remote_take_all, hak_atomic_load_ptr
 
@@ -41,8 +42,18 @@ cdef extern from *:
         fflush(stderr);
         abort();
     }
+    static void hak_slab_die_count(void* s, unsigned cls, unsigned used, unsigned nfree,
+                                   unsigned cap) {
+        fprintf(stderr, "hakmem: slab %p (class %u) is inconsistent: used %u + free %u + "
+                "uncarved != capacity %u (a double free or a corrupted list)\\n",
+                s, cls, used, nfree, cap);
+        fflush(stderr);
+        abort();
+    }
     """
     void hak_slab_die_link(void* p, unsigned cls) nogil
+    void hak_slab_die_count(void* s, unsigned cls, unsigned used, unsigned nfree,
+                            unsigned cap) nogil
 
 from hakmem.classes cimport hak_block_size
 
@@ -60,6 +71,11 @@ cdef hak_slab_t* g_pool = NULL        # empty slabs of any class
 cdef hak_slab_t* g_abandoned[HAK_NCLASSES]
 cdef hak_slab_stats_t g_st
 cdef uint64_t g_map_limit = 0         # 0 = unlimited; a test hook for OOM handling
+# Owner of pooled and abandoned slabs: a word holding HAK_TID_NONE, which no
+# thread's id equals, so free() sends their blocks down the remote path.
+cdef uintptr_t g_no_owner = HAK_TID_NONE
+# trim() gives back a pooled slab's pages after the first (which holds its header).
+cdef size_t g_page = <size_t>sysconf(_SC_PAGESIZE)
 memset(g_abandoned, 0, sizeof(g_abandoned))
 memset(&g_st, 0, sizeof(g_st))
 
@@ -85,6 +101,7 @@ cdef hak_region_t* _region_map() noexcept nogil:
     cdef char* base
     cdef uintptr_t a
     cdef hak_region_t* r
+    cdef hak_slab_t* s
     cdef int i
     if g_map_limit and g_st.bytes_mapped + sz > g_map_limit:
         g_st.mmap_failures += 1
@@ -112,10 +129,11 @@ cdef hak_region_t* _region_map() noexcept nogil:
     g_regions = r
     r.npooled = 0
     for i in range(1, HAK_SLABS_PER_REGION):
-        r.slabs[i].owner = HAK_NO_OWNER
-        r.slabs[i].state = HAK_SLAB_POOLED
-        r.slabs[i].committed = 1
-        hak_slab_list_push(&g_pool, &r.slabs[i])
+        s = hak_region_slab(r, i)
+        s.owner = &g_no_owner
+        s.state = HAK_SLAB_POOLED
+        s.committed = 1
+        hak_slab_list_push(&g_pool, s)
         r.npooled += 1
     g_st.bytes_mapped += sz
     g_st.regions += 1
@@ -127,9 +145,11 @@ cdef inline void _slab_format(hak_slab_t* s, uint32_t cls) noexcept nogil:
     cdef uint32_t stride = hak_stride(cls)
     cdef char* start = hak_slab_start(s)
     s.cls = <uint16_t>cls
+    s.capacity = <uint32_t>((HAK_SLAB_SIZE - HAK_SLAB_HDR) // stride)
     s.bump = start
-    s.end = start + (HAK_SLAB_SIZE // stride) * stride
+    s.end = start + <size_t>s.capacity * stride
     s.local_free = NULL
+    s.nfree = 0
     s.remote_free = NULL
     s.used = 0
     s.committed = 1
@@ -172,7 +192,7 @@ cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
     """Give an empty slab (used == 0, unlinked by its owner) back to the pool."""
     cdef hak_region_t* r = hak_region_of_slab(s)
     pthread_mutex_lock(&g_lock)
-    s.owner = HAK_NO_OWNER
+    s.owner = &g_no_owner
     s.state = HAK_SLAB_POOLED
     hak_slab_list_push(&g_pool, s)
     r.npooled += 1
@@ -184,7 +204,7 @@ cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
 cdef void hak_slab_abandon(hak_slab_t* s) noexcept nogil:
     """Its owner is exiting while blocks are still live: park it for adoption."""
     pthread_mutex_lock(&g_lock)
-    s.owner = HAK_NO_OWNER
+    s.owner = &g_no_owner
     s.state = HAK_SLAB_ABANDONED
     hak_slab_list_push(&g_abandoned[s.cls], s)
     g_st.slabs_active -= 1
@@ -207,6 +227,7 @@ cdef uint32_t hak_slab_drain_remote(hak_slab_t* s) noexcept nogil:
         s.local_free = p
         n += 1
         p = nxt
+    s.nfree += n
     s.used -= n
     return n
 
@@ -219,7 +240,12 @@ cdef void _debug_check_link(hak_slab_t* s, void* p) noexcept nogil:
 
 
 cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept nogil:
-    """Owner: detach up to `want` free blocks as a NULL-terminated chain in head[0]."""
+    """Owner: detach free blocks as a NULL-terminated chain in head[0]; returns how many.
+
+    A local list of at most `want` blocks is taken whole in O(1) (no block is read);
+    a longer one gives its first `want`. Past the recycled blocks, fresh ones are
+    carved from the bump pointer, up to `want` in all.
+    """
     cdef uint32_t n = 0
     cdef uint32_t stride
     cdef void* first = NULL
@@ -231,23 +257,26 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
     p = s.local_free
     if p != NULL:
         first = p
-        n = 1
-        while True:
-            if HAK_DEBUG and (<void**>p)[0] != NULL:
-                _debug_check_link(s, p)
-            if n >= want or (<void**>p)[0] == NULL:
-                break
-            p = (<void**>p)[0]
-            n += 1
-        s.local_free = (<void**>p)[0]
-        (<void**>p)[0] = NULL
+        if s.nfree <= want:
+            n = s.nfree
+            s.local_free = NULL
+        else:
+            n = 1
+            while n < want:
+                if HAK_DEBUG and (<void**>p)[0] != NULL:
+                    _debug_check_link(s, p)
+                p = (<void**>p)[0]
+                n += 1
+            s.local_free = (<void**>p)[0]
+            (<void**>p)[0] = NULL
+        s.nfree -= n
     if n < want and s.bump < s.end:
         # Carve fresh blocks, linking them in address order.
         stride = hak_stride(s.cls)
         b = s.bump
         while n < want and b < s.end:
             (<void**>b)[0] = first
-            (<uint64_t*>b)[1] = HAK_FREE_TAG ^ <uintptr_t>b
+            (<uint64_t*>b)[1] = HAK_FREE_TAG_OF(b)
             if HAK_DEBUG:
                 memset(b + 16, 0xDD, hak_block_size(s.cls) - 16)
             first = b
@@ -256,7 +285,26 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
         s.bump = b
     s.used += n
     head[0] = first
+    if HAK_DEBUG:
+        hak_slab_check(s)
     return n
+
+
+cdef void hak_slab_check(hak_slab_t* s) noexcept nogil:
+    """Debug builds: walk the whole local list and check the slab's invariant
+    (used + nfree + uncarved == capacity; every local block a carved block start)."""
+    cdef uint32_t n = 0
+    cdef void* p = s.local_free
+    cdef uint32_t stride = hak_stride(s.cls)
+    cdef char* start = hak_slab_start(s)
+    while p != NULL:
+        if (<char*>p < start or <char*>p >= s.bump
+                or (<uintptr_t>(<char*>p - start)) % stride != 0 or n > s.capacity):
+            hak_slab_die_link(p, s.cls)
+        n += 1
+        p = (<void**>p)[0]
+    if n != s.nfree or <uint64_t>s.used + s.nfree + <uint32_t>((s.end - s.bump) // stride) != s.capacity:
+        hak_slab_die_count(s, s.cls, s.used, s.nfree, s.capacity)
 
 
 cdef size_t hak_slab_trim() noexcept nogil:
@@ -289,8 +337,8 @@ cdef size_t hak_slab_trim() noexcept nogil:
         rn = r.next
         if r.npooled == HAK_SLABS_PER_REGION - 1:
             for i in range(1, HAK_SLABS_PER_REGION):
-                hak_slab_list_remove(&g_pool, &r.slabs[i])
-                if not r.slabs[i].committed:
+                hak_slab_list_remove(&g_pool, hak_region_slab(r, i))
+                if not hak_region_slab(r, i).committed:
                     g_st.slabs_decommitted -= 1
             g_st.slabs_pooled -= HAK_SLABS_PER_REGION - 1
             if r.prev != NULL:
@@ -307,11 +355,12 @@ cdef size_t hak_slab_trim() noexcept nogil:
         r = rn
     s = g_pool
     while s != NULL:
-        if s.committed:
-            madvise(hak_slab_start(s), HAK_SLAB_SIZE, MADV_DONTNEED)
+        if s.committed and g_page < HAK_SLAB_SIZE:
+            # the first page holds the header (and the pool links): keep it
+            madvise(<char*>s + g_page, HAK_SLAB_SIZE - g_page, MADV_DONTNEED)
             s.committed = 0
             g_st.slabs_decommitted += 1
-            freed += HAK_SLAB_SIZE
+            freed += HAK_SLAB_SIZE - g_page
         s = s.next
     g_st.bytes_trimmed += freed
     pthread_mutex_unlock(&g_lock)

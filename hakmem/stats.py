@@ -18,28 +18,26 @@ __all__ = ["stats", "format_table", "print_table"]
 def stats() -> Dict[str, Any]:
     """Every counter hakmem keeps, as a dict.
 
-    ``classes`` holds one dict per size class (``size``, ``allocs``, ``frees``,
-    ``mag_hits``, ``mag_misses``, ``hit_rate``, ``sll_pops``, ``refills``,
-    ``flushes``, ``remote_frees``, ``live_blocks``, ``live_bytes``); the top level
-    sums them and adds the backend (``bytes_mapped``, slabs) and the large path.
+    ``classes`` holds one dict per size class: the raw counters (``front.stat_names()``:
+    ``mag_hits``, ``mag_misses``, ``sll_pops``, ``mag_pushes``, ``sll_pushes``,
+    ``remote_frees``, ``refills``, ``flushes``) plus ``cls``, ``size``, ``allocs``,
+    ``frees``, ``hit_rate``, ``live_blocks`` and ``live_bytes``; the top level sums
+    them and adds the backend (``bytes_mapped``, slabs) and the large path.
     """
-    rows = front._class_stats()
+    names = front.stat_names()
     sizes = classes.block_sizes()
     out_classes = []
-    tot = dict(allocs=0, frees=0, mag_hits=0, mag_misses=0, sll_pops=0,
-               refills=0, flushes=0, remote_frees=0, live_blocks=0, live_bytes=0)
-    for c, (r, size) in enumerate(zip(rows, sizes)):
-        allocs = r["mag_hit"] + r["sll_pop"]
-        frees = r["free_mag"] + r["free_sll"] + r["free_remote"]
-        looked = r["mag_hit"] + r["mag_miss"]
-        d = dict(
-            cls=c, size=size, allocs=allocs, frees=frees,
-            mag_hits=r["mag_hit"], mag_misses=r["mag_miss"],
-            hit_rate=(r["mag_hit"] / looked) if looked else None,
-            sll_pops=r["sll_pop"], refills=r["refills"], flushes=r["flushes"],
-            remote_frees=r["free_remote"], mag_pushes=r["free_mag"],
-            live_blocks=allocs - frees, live_bytes=(allocs - frees) * size,
-        )
+    tot: Dict[str, Any] = dict.fromkeys(names + ["allocs", "frees", "live_blocks",
+                                                 "live_bytes"], 0)
+    for c, (r, size) in enumerate(zip(front._class_stats(), sizes)):
+        d: Dict[str, Any] = dict(cls=c, size=size)
+        d.update(r)
+        d["allocs"] = r["mag_hits"] + r["sll_pops"]
+        d["frees"] = r["mag_pushes"] + r["sll_pushes"] + r["remote_frees"]
+        looked = r["mag_hits"] + r["mag_misses"]
+        d["hit_rate"] = (r["mag_hits"] / looked) if looked else None
+        d["live_blocks"] = d["allocs"] - d["frees"]
+        d["live_bytes"] = d["live_blocks"] * size
         out_classes.append(d)
         for k in tot:
             tot[k] += d[k]
@@ -60,19 +58,27 @@ def stats() -> Dict[str, Any]:
     return tot
 
 
+# Columns of the printed table: derived ones, then every raw counter by its own name.
+_DERIVED_COLUMNS = ("allocs", "frees", "live_blocks", "hit_rate")
+
+
 def format_table(st: Dict[str, Any] | None = None) -> str:
-    """The per-class stats as a fixed-width text table."""
+    """The per-class stats as a fixed-width text table (one column per counter)."""
     st = stats() if st is None else st
-    head = (f"{'class':>5} {'size':>5} {'allocs':>12} {'frees':>12} {'live':>9} "
-            f"{'mag hit%':>8} {'sll pops':>11} {'refills':>9} {'remote':>9}")
-    lines = ["hakmem stats", head]
+    cols = list(_DERIVED_COLUMNS) + front.stat_names()
+    widths = [max(len(c), 10) for c in cols]
+    lines = ["hakmem stats",
+             f"{'class':>5} {'size':>5} " + " ".join(f"{c:>{w}}" for c, w in zip(cols, widths))]
     for d in st["classes"]:
         if not d["allocs"] and not d["frees"]:
             continue
-        hr = "-" if d["hit_rate"] is None else f"{100 * d['hit_rate']:.1f}"
-        lines.append(f"{d['cls']:>5} {d['size']:>5} {d['allocs']:>12} {d['frees']:>12} "
-                     f"{d['live_blocks']:>9} {hr:>8} {d['sll_pops']:>11} "
-                     f"{d['refills']:>9} {d['remote_frees']:>9}")
+        cells = []
+        for c, w in zip(cols, widths):
+            v = d[c]
+            if c == "hit_rate":
+                v = "-" if v is None else f"{100 * v:.1f}%"
+            cells.append(f"{v:>{w}}")
+        lines.append(f"{d['cls']:>5} {d['size']:>5} " + " ".join(cells))
     lines.append(f"mapped {st['bytes_mapped'] / 2**20:.1f} MiB in {st['regions']} regions; "
                  f"slabs active {st['slabs_active']}, pooled {st['slabs_pooled']}, "
                  f"abandoned {st['slabs_abandoned']}; live {st['bytes_live']} bytes; "

@@ -277,7 +277,7 @@ def test_magazine_on_off_same_results(heap_v2):
 
 def test_config_and_configure():
     cfg = hakmem.config()
-    assert cfg["mag_cap"] == 16 and cfg["mag_classes"] == 4
+    assert cfg["mag_cap"] == 16 and cfg["mag_classes"] == 20
     try:
         assert hakmem.configure(mag_cap=8)["mag_cap"] == 8
         ring(2000, 60, 16)
@@ -315,7 +315,7 @@ def test_env_switches_take_effect():
 def test_stats_at_exit_table():
     r = run_py("import hakmem; hakmem.free(hakmem.malloc(16))", {"HAKMEM_STATS": "1"})
     assert r.returncode == 0
-    assert "hakmem stats" in r.stderr and "mag hit%" in r.stderr
+    assert "hakmem stats" in r.stderr and "hit_rate" in r.stderr and "mag_hits" in r.stderr
 
 
 def test_trim_returns_memory():
@@ -403,3 +403,20 @@ def test_large_blocks_from_several_threads_are_never_reported_freed():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_options_class_count_matches_the_table():
+    from hakmem import classes, options
+    assert options.NCLASSES == classes.NCLASSES == len(classes.block_sizes())
+
+
+def test_stats_counters_come_from_one_list():
+    """The dict keys, the C field list and the printed table agree (no renaming)."""
+    from hakmem import front
+    names = front.stat_names()
+    assert len(names) == len(set(names)) == len(front.stat_docs())
+    row = hakmem.stats()["classes"][0]
+    assert set(names) <= set(row)
+    table = hakmem.stats_table()
+    for n in names:
+        assert n in table

@@ -109,7 +109,8 @@ CASES = {
         T.raw_malloc(16)
         """, "write after free (free tag overwritten)", 0, 16),
     "write_after_free_link": ("""
-        a = T.raw_malloc(300); show(a)     # class 12: free list, no magazine
+        hakmem.configure(mag_classes=4)    # class 12 outside the magazine: free list
+        a = T.raw_malloc(300); show(a)
         T.raw_free(a)
         ctypes.memset(a, 0x41, 8)
         T.raw_malloc(300); T.raw_malloc(300)
@@ -167,3 +168,16 @@ def test_checked_api_never_aborts():
 def test_build_info_reports_debug_layout():
     info = hakmem.build_info()
     assert info["canary"] == (16 if info["debug"] else 0)
+
+
+@needs_debug
+def test_debug_build_catches_a_heap_used_from_another_thread(hakdown, tmp_path):
+    """The inline API: a heap is one thread's; the debug build aborts on misuse."""
+    where = os.path.dirname(hakdown.__file__)
+    body = f"""
+        sys.path.insert(0, {where!r})
+        import hakdown
+        show(hakdown.heap_grab())
+        t = threading.Thread(target=hakdown.heap_use_shared, args=(32,)); t.start(); t.join()
+    """
+    _aborted(_run(body, tmp_path), "heap used from another thread (or after its thread exited)")

@@ -155,3 +155,44 @@ def test_fork_child_allocates(hakdown):
     finally:
         stop.set()
         t.join()
+
+
+def test_inline_heap_api_threads_mixed(hakdown):
+    """The inline API (hak_heap_malloc/free compiled into the downstream module) from
+    four threads with the GIL released, mixed with hak_malloc/hak_free and with frees
+    of other threads' blocks: no block lost or handed out twice, stats exact."""
+    before = live()
+    s0 = hakmem.stats()
+    nthreads, nops = 4, 500_000
+    results = [None] * nthreads
+
+    def run(t):
+        results[t] = hakdown.inline_worker(t, nops, 5)
+
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(nthreads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    left = hakdown.drain_xfer()
+    bad = sum(r[0] for r in results)
+    allocs = sum(r[1] for r in results)
+    frees = sum(r[2] for r in results) + left
+    assert bad == 0, "a block was handed out twice or corrupted"
+    assert allocs == nthreads * nops == frees
+    assert live() == before
+    s1 = hakmem.stats()
+    tiny_large = s1["large_allocs"] - s0["large_allocs"]
+    assert s1["allocs"] - s0["allocs"] + tiny_large == allocs
+    assert s1["frees"] - s0["frees"] + (s1["large_frees"] - s0["large_frees"]) == frees
+    assert s1["remote_frees"] > s0["remote_frees"]
+
+
+def test_inline_heap_ring_counts_exactly(hakdown):
+    s0 = hakmem.stats()
+    hakdown.inline_ring(100_000, 60, 16)
+    s1 = hakmem.stats()
+    assert s1["allocs"] - s0["allocs"] == 100_000
+    assert s1["frees"] - s0["frees"] == 100_000
+    if not hakmem.build_info()["debug"]:   # the debug decoy sends every call out of line
+        assert s1["mag_hits"] - s0["mag_hits"] >= 99_000

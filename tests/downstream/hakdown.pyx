@@ -8,6 +8,7 @@ from libc.stdint cimport uint64_t, uintptr_t
 cimport hakmem
 from hakmem.front cimport (hak_malloc, hak_free, hak_free_checked, hak_calloc,
                            hak_realloc, hak_usable_size, HAK_OK, HAK_EDOUBLE)
+from hakmem cimport hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_calloc, hak_heap_free
 
 cdef extern from *:
     """
@@ -221,3 +222,111 @@ def api_roundtrip():
     ok = ok and hak_usable_size(p) >= 3000
     ok = ok and hak_free_checked(p) == HAK_OK and hakmem.hak_free_checked(p) != HAK_OK
     return bool(ok)
+
+
+# ---- the inline heap API (hak_heap_*), compiled into this module ----------------
+def inline_worker(int tid, long nops, int xfer_every):
+    """mixed_worker through the inline API: blocks come from hak_heap_malloc (or
+    hak_heap_calloc) and go back through hak_heap_free, hak_free, or another thread
+    (which frees them through its own heap). Returns (bad_cookies, allocs, frees)."""
+    cdef void* ring[RING]
+    cdef size_t sizes[RING]
+    cdef uint64_t seed = 0x2545F4914F6CDD1D ^ (<uint64_t>tid * 0x100000001B3)
+    cdef uint64_t r, seq = 0
+    cdef long i, bad = 0, allocs = 0, frees = 0
+    cdef int k, slot
+    cdef void* p
+    cdef void* q
+    cdef size_t n
+    cdef hak_heap_t* h = hak_heap()
+    if h == NULL:
+        raise MemoryError("hak_heap() returned NULL")
+    for k in range(RING):
+        ring[k] = NULL
+    with nogil:
+        for i in range(nops):
+            r = xorshift(&seed)
+            k = <int>(r % RING)
+            if ring[k] != NULL:
+                if not check(ring[k], sizes[k]):
+                    bad += 1
+                if xfer_every > 0 and (i % xfer_every) == 0:
+                    slot = <int>((r >> 32) % NXFER)
+                    q = xchg_ptr(&g_xfer[slot], ring[k])
+                    if q != NULL:
+                        if not check(q, 16):
+                            bad += 1
+                        hak_heap_free(h, q)          # often another thread's block
+                        frees += 1
+                elif (r >> 40) & 3 == 0:
+                    hak_free(ring[k])                # mixing with the by-name API
+                    frees += 1
+                else:
+                    hak_heap_free(h, ring[k])
+                    frees += 1
+                ring[k] = NULL
+            n = size_of(r)
+            if (r >> 44) & 7 == 0:
+                p = hak_heap_calloc(h, 1, n)
+                if p != NULL and (<uint64_t*>p)[0] != 0:
+                    bad += 1
+            elif (r >> 44) & 7 == 1:
+                p = hak_malloc(n)
+            else:
+                p = hak_heap_malloc(h, n)
+            if p == NULL:
+                bad += 1
+                continue
+            allocs += 1
+            seq += 1
+            stamp(p, 16, (<uint64_t>tid << 48) | seq)
+            stamp(p, n, (<uint64_t>tid << 48) | seq)
+            ring[k] = p
+            sizes[k] = n
+        for k in range(RING):
+            if ring[k] != NULL:
+                if not check(ring[k], sizes[k]):
+                    bad += 1
+                hak_heap_free(h, ring[k])
+                frees += 1
+    return bad, allocs, frees
+
+
+def inline_ring(long nops, int ws, size_t size):
+    """The seed's ring through the inline API (stats checks use it)."""
+    cdef void* ring[4096]
+    cdef long i
+    cdef int k = 0
+    cdef hak_heap_t* h = hak_heap()
+    if ws <= 0 or ws > 4096:
+        raise ValueError("ws out of range")
+    for k in range(ws):
+        ring[k] = NULL
+    k = 0
+    with nogil:
+        for i in range(nops):
+            if ring[k] != NULL:
+                hak_heap_free(h, ring[k])
+            ring[k] = hak_heap_malloc(h, size)
+            (<char*>ring[k])[0] = 1
+            k += 1
+            if k == ws:
+                k = 0
+        for k in range(ws):
+            hak_heap_free(h, ring[k])
+
+
+cdef hak_heap_t* g_shared_heap = NULL
+
+
+def heap_grab():
+    """Obtain this thread's heap and keep it (for the misuse test)."""
+    global g_shared_heap
+    g_shared_heap = hak_heap()
+    return <uintptr_t>g_shared_heap
+
+
+def heap_use_shared(size_t size):
+    """Allocate and free through the kept heap: misuse when called on another thread."""
+    cdef void* p = hak_heap_malloc(g_shared_heap, size)
+    hak_heap_free(g_shared_heap, p)

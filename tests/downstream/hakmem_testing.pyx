@@ -600,6 +600,7 @@ cdef class Hoard:
 
 # ---- stats consistency -----------------------------------------------------------
 from hakmem.front cimport hak_stats_collect, hak_class_stats_t
+from hakmem.classes cimport HAK_NCLASSES
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -614,7 +615,7 @@ def watch_stats(double seconds):
     """Collect the per-class counters in a tight nogil loop for ``seconds``; returns
     ``(reads, drops)`` where a drop is a total (allocs or frees) smaller than the
     previous read: counters only grow, so any drop is a torn snapshot."""
-    cdef hak_class_stats_t st[20]
+    cdef hak_class_stats_t st[HAK_NCLASSES]
     cdef timespec t0, t
     cdef uint64_t a, f, pa = 0, pf = 0, reads = 0, drops = 0
     cdef int c
@@ -624,9 +625,9 @@ def watch_stats(double seconds):
             hak_stats_collect(st)
             a = 0
             f = 0
-            for c in range(20):
-                a += st[c].mag_hit + st[c].sll_pop
-                f += st[c].free_mag + st[c].free_sll + st[c].free_remote
+            for c in range(HAK_NCLASSES):
+                a += st[c].mag_hits + st[c].sll_pops
+                f += st[c].mag_pushes + st[c].sll_pushes + st[c].remote_frees
             if a < pa or f < pf:
                 drops += 1
             pa = a

@@ -19,11 +19,14 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 caller="$(pwd)"
 work="$(mktemp -d /tmp/hakmem-valgrind.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-echo "== building hakmem (release, -g) with $(command -v python3)"
+# The interpreter itself, not a wrapper script (pyenv's shims are bash scripts, and
+# valgrind would check bash while python ran unwatched as its child).
+py="$(python3 -c 'import sys; print(sys.executable)')"
+echo "== building hakmem (release, -g) with $py"
 mkdir "$work/src"
 cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$here/LICENSE" "$work/src/"
 find "$work/src/hakmem" \( -name '*.so' -o -name '*.c' \) -delete
-(cd "$work/src" && CFLAGS="-g" python3 setup.py build_ext --inplace > "$work/build.log" 2>&1) \
+(cd "$work/src" && CFLAGS="-g" "$py" setup.py build_ext --inplace > "$work/build.log" 2>&1) \
     || { tail -30 "$work/build.log"; exit 1; }
 export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -40,12 +43,21 @@ done
 if [ ${#args[@]} -eq 0 ]; then args=("$here/tests/test_stress.py" -m "not slow"); fi
 export HAKMEM_STRESS_SCALE="${HAKMEM_STRESS_SCALE:-0.02}"
 mkdir "$work/run" && cd "$work/run"
-python3 -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
+"$py" -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
 # collect once without valgrind: builds (or finds cached) the test extensions
-python3 -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" \
+"$py" -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" \
   --collect-only "${args[@]}" > "$work/collect.log" 2>&1 || { tail -30 "$work/collect.log"; exit 1; }
 export PYTHONMALLOC=malloc
+vg=(valgrind --tool=memcheck --error-exitcode=99 --leak-check=no --track-origins=no
+    --num-callers=30 --child-silent-after-fork=yes --trace-children=no "${supp[@]}")
+# Preflight: a read one word past a large block must be reported, or memcheck is not
+# watching this interpreter (and a clean run would prove nothing).
+if "${vg[@]}" -q "$py" -c "import ctypes, hakmem; ctypes.string_at(hakmem.malloc(2000) + 2000, 8)" \
+     > /dev/null 2> "$work/preflight.log"; then
+  echo "valgrind.sh: memcheck did not report a planted invalid read; not running" >&2; exit 1
+fi
+grep -q "Invalid read of size" "$work/preflight.log" \
+  || { cat "$work/preflight.log" >&2; echo "valgrind.sh: preflight failed oddly" >&2; exit 1; }
+echo "== preflight: memcheck reported a planted invalid read (as it must)"
 echo "== valgrind memcheck: pytest ${args[*]}"
-valgrind --tool=memcheck --error-exitcode=99 --leak-check=no --track-origins=no \
-  --num-callers=30 --child-silent-after-fork=yes --trace-children=no "${supp[@]}" \
-  python3 -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "${args[@]}"
+"${vg[@]}" "$py" -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "${args[@]}"

@@ -23,6 +23,7 @@ caller="$(pwd)"
 sanitize="${HAKMEM_SANITIZE:-address,undefined}"
 work="$(mktemp -d /tmp/hakmem-sanitize.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
+py="$(python3 -c 'import sys; print(sys.executable)')"   # not a wrapper script (pyenv shims)
 
 # Reuse the running environment's numpy/pytest/hypothesis/Cython (a venv or the
 # system's): only hakmem is rebuilt, in place in a copy put first on PYTHONPATH.
@@ -30,7 +31,7 @@ echo "== building hakmem with -fsanitize=$sanitize"
 mkdir "$work/src"
 cp -r "$here/hakmem" "$here/setup.py" "$here/pyproject.toml" "$here/README.md" "$here/LICENSE" "$work/src/"
 find "$work/src/hakmem" \( -name '*.so' -o -name '*.c' \) -delete
-(cd "$work/src" && HAKMEM_SANITIZE="$sanitize" python3 setup.py build_ext --inplace \
+(cd "$work/src" && HAKMEM_SANITIZE="$sanitize" "$py" setup.py build_ext --inplace \
     > "$work/build.log" 2>&1) || { tail -30 "$work/build.log"; exit 1; }
 export PYTHONPATH="$work/src${PYTHONPATH:+:$PYTHONPATH}"
 export HAKMEM_SANITIZE="$sanitize"
@@ -45,13 +46,13 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_retu
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export HAKMEM_STRESS_SCALE="${HAKMEM_STRESS_SCALE:-0.2}"
 mkdir "$work/run" && cd "$work/run"   # so `import hakmem` finds the sanitized install
-python3 -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
+"$py" -c "import hakmem, sys; print('hakmem from', hakmem.__file__, file=sys.stderr)"
 if [[ "$sanitize" == *address* ]]; then
   # Preflight: a one-byte overflow of a large block must be caught, or ASan is not
   # really watching (and a clean run would prove nothing). Here ASan exits with status 1
   # after its report instead of aborting, so the shell prints no alarming "Aborted".
   if ASAN_OPTIONS="$ASAN_OPTIONS:abort_on_error=0" \
-       python3 -c "import ctypes, hakmem; a = hakmem.malloc(2000); ctypes.memset(a, 0, 2001)" \
+       "$py" -c "import ctypes, hakmem; a = hakmem.malloc(2000); ctypes.memset(a, 0, 2001)" \
        > /dev/null 2> "$work/preflight.log"; then
     echo "sanitize.sh: ASan did not catch a planted overflow; not running" >&2; exit 1
   fi
@@ -74,4 +75,4 @@ done
 if [ ${#args[@]} -eq 0 ]; then args=(-m "not slow"); fi
 if [ "$paths" = 0 ]; then args=("$here/tests" "${args[@]}"); fi
 echo "== pytest under $sanitize (LD_PRELOAD=${preload:-none})"
-python3 -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "${args[@]}"
+"$py" -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "${args[@]}"

@@ -7,17 +7,52 @@ requests go to the system allocator. Cython code uses the nogil C API in
 below, :class:`RecordPool` and the containers.
 """
 import atexit as _atexit
+import importlib.util as _importlib_util
 import os as _os
+import sys as _sys
+import warnings as _warnings
 
 from hakmem import options as _config
-from hakmem.options import ConfigError
+from hakmem.options import ConfigError, ConfigWarning
 
-_CONFIG = _config.read()   # bad env values raise ConfigError here, at import
+
+def _started_as_cli():
+    """True when this process is ``python -m hakmem ...`` or the ``hakmem`` script."""
+    argv = list(getattr(_sys, "orig_argv", ()))[1:]
+    while argv:
+        a = argv.pop(0)
+        if a in ("-X", "-W", "--check-hash-based-pycs"):
+            argv[:1] = []                  # options that take a value
+        elif a == "-m":
+            return argv[:1] == ["hakmem"]
+        elif a.startswith("-m"):
+            return a == "-mhakmem"
+        elif not a.startswith("-") or a in ("-c", "-"):
+            break
+    return bool(_sys.argv) and _os.path.basename(_sys.argv[0]) == "hakmem"
+
+
+# Running from a source checkout that was never built in place: the directory named
+# hakmem/ shadows the installed package and holds no compiled module.
+if _importlib_util.find_spec("hakmem.classes") is None:
+    raise ImportError(
+        f"hakmem is being imported from {_os.path.dirname(_os.path.abspath(__file__))}, "
+        "a source checkout without compiled modules: build them there with "
+        "`python setup.py build_ext --inplace`, or run from another directory so that "
+        "the installed hakmem is imported")
+
+try:
+    _CONFIG = _config.read()   # bad env values fail here, at import
+except ConfigError as _e:
+    if _started_as_cli():      # a command line gets one line, not a traceback
+        print(f"hakmem: error: {_e}", file=_sys.stderr)
+        raise SystemExit(2) from None
+    raise ConfigError(str(_e)) from None
 
 from hakmem import classes as _classes  # noqa: E402  (self-checks the size table)
 from hakmem import front as _front      # noqa: E402
 from hakmem import slab as _slab        # noqa: E402
-from hakmem.front import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
+from hakmem.blocks import (malloc, calloc, realloc, free, usable_size, is_live,  # noqa: E402
                           trim, thread_flush)
 from hakmem.stats import stats, format_table as stats_table  # noqa: E402
 from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
@@ -54,7 +89,7 @@ def __dir__():
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "ConfigError", "build_info", "config", "configure", "get_include", "stats",
+    "__version__", "ConfigError", "ConfigWarning", "build_info", "config", "configure", "get_include", "stats",
     "stats_table", "malloc", "calloc", "realloc", "free", "usable_size", "is_live",
     "trim", "thread_flush", "install", "uninstall", "installed",
     "RecordPool", "RecordView", "StaleHandleError", "SpecError", "FieldError",
@@ -62,13 +97,43 @@ __all__ = [
 ]
 
 
+def _importer_stacklevel():
+    """The stacklevel that makes a warning point at the code importing hakmem (not at
+    hakmem itself; warnings.warn skips the import machinery's frames by itself)."""
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    f, level = _sys._getframe(1), 1
+    while f is not None and f.f_code.co_filename.startswith(here):
+        f, level = f.f_back, level + 1
+    return level
+
+
+def _warn_environment():
+    """Warn (once, at import) about HAKMEM_* variables that would be silently ignored."""
+    level = _importer_stacklevel()
+    for name, close in _config.unknown():
+        hint = f"; did you mean {close}?" if close else ""
+        _warnings.warn(f"hakmem: unknown environment variable {name}{hint} "
+                       "(ignored; the switches are listed in docs/config.md)",
+                       ConfigWarning, stacklevel=level)
+    try:
+        debug_asked = _config.read(when="build")["debug"]
+    except ConfigError:         # not a boolean: whatever was meant, it has no effect now
+        debug_asked = True
+    if debug_asked and not _classes.DEBUG:
+        _warnings.warn(f"hakmem: HAKMEM_DEBUG={_os.environ['HAKMEM_DEBUG']} has no effect "
+                       "at run time: it is read when hakmem is built, and this copy is a "
+                       "release build (for the debug build: `HAKMEM_DEBUG=1 pip install .`)",
+                       ConfigWarning, stacklevel=level)
+
+
 def _apply(cfg):
-    _front._configure(cfg["mag_classes"] if cfg["heap_v2"] else 0, cfg["mag_cap"],
+    _front.configure_caches(cfg["mag_classes"] if cfg["heap_v2"] else 0, cfg["mag_cap"],
                       cfg["refill_batch"], cfg["sll_cap"])
     _slab.set_purge(cfg["purge_keep"])
 
 
 _apply(_CONFIG)
+_warn_environment()
 
 
 # Settings configure() may change; the rest act at import only.

@@ -1,8 +1,8 @@
 """Type stubs for the hakmem package: the names it re-exports, and its own functions."""
 from typing import Any, Dict
 
-from hakmem.options import ConfigError as ConfigError
-from hakmem.front import (
+from hakmem.options import ConfigError as ConfigError, ConfigWarning as ConfigWarning
+from hakmem.blocks import (
     malloc as malloc,
     calloc as calloc,
     realloc as realloc,

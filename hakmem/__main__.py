@@ -1,5 +1,8 @@
 """``python -m hakmem <command>`` (or the ``hakmem`` script): dispatch to the subcommands.
 
+``--version`` prints the version and build flavour. A bad ``HAKMEM_*`` value stops
+the command with one line on stderr (``hakmem/__init__.py`` does that at import).
+
 Commands: ``bench`` (:mod:`hakmem.bench.cli`), ``run`` (a program with hakmem as
 CPython's allocator, :mod:`hakmem.run_cli`).
 
@@ -7,6 +10,7 @@ Each subcommand lives in its own module with an ``add_<name>_parser(subparsers)`
 function that sets ``func``; this file only wires them together.
 """
 import argparse
+import os
 import sys
 
 
@@ -19,8 +23,14 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
     """Parse ``argv`` and run the chosen subcommand; return its exit status."""
+    import hakmem
     parser = _OneLineParser(prog="python -m hakmem",
-                            description="hakmem: a tiny-object allocator for Python and Cython")
+                            description="hakmem: a tiny-object allocator for Python and Cython",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    flavour = "debug" if hakmem.build_info()["debug"] else "release"
+    parser.add_argument("--version", action="version",
+                        version=f"hakmem {hakmem.__version__} ({flavour} build, "
+                                f"{os.path.dirname(os.path.abspath(hakmem.__file__))})")
     sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_OneLineParser)
     from hakmem.bench.cli import add_bench_parser
     from hakmem.run_cli import add_run_parser

@@ -806,115 +806,12 @@ cdef double _now() noexcept nogil:
     return t.tv_sec + t.tv_nsec * 1e-9
 
 
-_ERRORS = {
-    HAK_EFOREIGN: "is not a block allocated by hakmem",
-    HAK_EDOUBLE: "is already free (double free)",
-    HAK_EINTERIOR: "points inside a hakmem block, not at its start",
-}
-
-
-def _check_addr(addr):
-    if not isinstance(addr, int) or isinstance(addr, bool):
-        raise TypeError(f"address must be an int, not {type(addr).__name__}")
-    if addr < 0 or addr >= (1 << 64):
-        raise ValueError(f"address {addr:#x} is out of range")
-
-
-def _check_size(v, what):
-    # Sizes must be ints: a float would otherwise be truncated silently.
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise TypeError(f"{what} must be an int, not {type(v).__name__}")
-    return v
-
-
-def malloc(size):
-    """Allocate ``size`` bytes; return the block's address as an int."""
-    cdef size_t nbytes = _check_size(size, "size")
-    cdef void* p
-    with nogil:
-        p = hak_malloc(nbytes)
-    if p == NULL:
-        raise MemoryError(f"hakmem: cannot allocate {size} bytes")
-    return <uintptr_t>p
-
-
-def calloc(n, size):
-    """Allocate ``n * size`` zeroed bytes; return the address."""
-    cdef size_t count = _check_size(n, "n")
-    cdef size_t nbytes = _check_size(size, "size")
-    cdef void* p
-    with nogil:
-        p = hak_calloc(count, nbytes)
-    if p == NULL:
-        raise MemoryError(f"hakmem: cannot allocate {n} x {size} bytes")
-    return <uintptr_t>p
-
-
-def realloc(addr, size):
-    """Resize the block at ``addr`` (0 = allocate); return the new address."""
-    _check_addr(addr)
-    cdef size_t nbytes = _check_size(size, "size")
-    cdef void* p = <void*><uintptr_t>addr
-    cdef void* q
-    cdef int rc = HAK_OK if p == NULL else hak_check_live(p)
-    if rc != HAK_OK:
-        raise ValueError(f"realloc({addr:#x}): address {_ERRORS[rc]}")
-    with nogil:
-        q = hak_realloc(p, nbytes)
-    if q == NULL:
-        raise MemoryError(f"hakmem: cannot reallocate to {size} bytes")
-    return <uintptr_t>q
-
-
-def free(addr):
-    """Free the block at ``addr``; ValueError (and nothing changed) if it is not live."""
-    _check_addr(addr)
-    cdef int rc
-    cdef void* p = <void*><uintptr_t>addr
-    with nogil:
-        rc = hak_free_checked(p)
-    if rc != HAK_OK:
-        raise ValueError(f"free({addr:#x}): address {_ERRORS[rc]}")
-
-
-def usable_size(addr):
-    """Usable bytes of the live block at ``addr``; ValueError if it is not live."""
-    _check_addr(addr)
-    cdef void* p = <void*><uintptr_t>addr
-    cdef int rc = hak_check_live(p)
-    if rc != HAK_OK:
-        raise ValueError(f"usable_size({addr:#x}): address {_ERRORS[rc]}")
-    return hak_usable_size(p)
-
-
-def is_live(addr):
-    """True if ``addr`` is a block hakmem handed out and that is not yet freed."""
-    _check_addr(addr)
-    return hak_check_live(<void*><uintptr_t>addr) == HAK_OK
-
-
-def trim():
-    """Flush this thread's caches and give empty slabs' memory back to the OS.
-
-    Returns the number of bytes released. Other threads' caches are not touched.
-    """
-    cdef size_t n
-    with nogil:
-        n = hak_trim()
-    return n
-
-
-def thread_flush():
-    """Return this thread's cached free blocks to their slabs (no memory unmapped)."""
-    with nogil:
-        hak_thread_flush()
-
-
-def _configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch, uint32_t sll_cap):
+def configure_caches(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch, uint32_t sll_cap):
+    """Set the thread-cache parameters (hakmem.configure() checks and passes them)."""
     hak_configure(mag_classes, mag_cap, batch, sll_cap)
 
 
-def _class_stats():
+def class_stats():
     """Raw per-class counters: a list of dicts (keys: ``stat_names()``), C0 first."""
     cdef hak_class_stats_t st[HAK_NCLASSES]
     cdef uint64_t* row
@@ -937,7 +834,7 @@ def stat_docs():
     return [hak_class_stat_docs[i].decode() for i in range(HAK_NSTATS)]
 
 
-def _thread_cache_state():
+def thread_cache_state():
     """This thread's cache: per class (magazine fill, SLL length, owned slabs)."""
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     cdef hak_slab_t* s

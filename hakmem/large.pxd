@@ -14,6 +14,7 @@ cdef struct hak_large_stats_t:
 cdef void* hak_large_alloc(size_t size, bint zero) noexcept nogil
 cdef int hak_large_free(void* p) noexcept nogil          # 0, or -1 if p is not a live large block
 cdef size_t hak_large_usable(void* p) noexcept nogil     # 0 if unknown
+cdef bint hak_large_recently_freed(void* p) noexcept nogil   # freed here lately, not reused since
 cdef void* hak_large_realloc(void* p, size_t size) noexcept nogil   # p must be live large
 cdef void hak_large_get_stats(hak_large_stats_t* out) noexcept nogil
 cdef void hak_large_fork_prepare() noexcept nogil

@@ -1,5 +1,12 @@
-"""hakmem.large — system-malloc blocks above 1 KiB, tracked in a sharded hash set."""
-from libc.stdint cimport uintptr_t, uint64_t
+"""hakmem.large — system-malloc blocks above 1 KiB, tracked in a sharded hash set.
+
+Each shard also remembers the last RECENT addresses it freed (a ring), so a second
+free of a large block can be told apart from a foreign pointer ("double free" rather
+than "not a block allocated by hakmem"). An address leaves the ring when the system
+malloc hands it to hakmem again, so a live block is never reported as freed; one
+reused by someone else still reads as "freed by hakmem", which it was.
+"""
+from libc.stdint cimport uintptr_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset
 
@@ -11,6 +18,7 @@ from hakmem.remote cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_l
 
 cdef enum:
     NSHARDS = 32
+    RECENT = 16           # freed addresses remembered per shard (512 in all)
 
 cdef struct entry_t:
     uintptr_t key         # 0 = empty, 1 = tombstone
@@ -25,6 +33,8 @@ cdef struct shard_t:
     uint64_t allocs
     uint64_t frees
     uint64_t bytes_live
+    uintptr_t recent[RECENT]   # recently freed addresses of this shard, 0 = none
+    uint32_t recent_next       # ring position of the next one
     char pad[64]
 
 cdef shard_t g_shards[NSHARDS]
@@ -93,6 +103,33 @@ cdef entry_t* _find(shard_t* sh, uintptr_t k) noexcept nogil:
     return NULL
 
 
+cdef void _recent_forget(shard_t* sh, uintptr_t k) noexcept nogil:
+    """k is live again (the system malloc reused it): it is no longer 'freed'."""
+    cdef int i
+    for i in range(RECENT):
+        if sh.recent[i] == k:
+            sh.recent[i] = 0
+
+
+cdef void _recent_add(shard_t* sh, uintptr_t k) noexcept nogil:
+    sh.recent[sh.recent_next] = k
+    sh.recent_next = (sh.recent_next + 1) % RECENT
+
+
+cdef bint hak_large_recently_freed(void* p) noexcept nogil:
+    cdef shard_t* sh = _shard(<uintptr_t>p)
+    cdef int i
+    cdef bint found = False
+    if p == NULL:
+        return False
+    pthread_mutex_lock(&sh.lock)
+    for i in range(RECENT):
+        if sh.recent[i] == <uintptr_t>p:
+            found = True
+    pthread_mutex_unlock(&sh.lock)
+    return found
+
+
 cdef void* hak_large_alloc(size_t size, bint zero) noexcept nogil:
     cdef void* p = calloc(1, size) if zero else malloc(size)
     cdef shard_t* sh
@@ -104,6 +141,7 @@ cdef void* hak_large_alloc(size_t size, bint zero) noexcept nogil:
         pthread_mutex_unlock(&sh.lock)
         free(p)
         return NULL
+    _recent_forget(sh, <uintptr_t>p)
     sh.allocs += 1
     sh.bytes_live += size
     pthread_mutex_unlock(&sh.lock)
@@ -122,8 +160,11 @@ cdef int hak_large_free(void* p) noexcept nogil:
     e.key = 1
     sh.n -= 1
     sh.frees += 1
-    pthread_mutex_unlock(&sh.lock)
+    _recent_add(sh, <uintptr_t>p)
+    # free under the lock: were it after, another thread could get p from malloc and
+    # take it out of the ring before we put it in (then a live block would read "freed")
     free(p)
+    pthread_mutex_unlock(&sh.lock)
     return 0
 
 
@@ -142,32 +183,33 @@ cdef void* hak_large_realloc(void* p, size_t size) noexcept nogil:
     cdef entry_t* e
     cdef size_t old
     cdef void* q
+    # p's shard stays locked across realloc(3): once it has moved the block, another
+    # thread's malloc may get p back, and must find p out of the table (and in the
+    # ring) by the time it can take the lock to record it as live.
     pthread_mutex_lock(&sh.lock)
     e = _find(sh, <uintptr_t>p)
     if e == NULL:
         pthread_mutex_unlock(&sh.lock)
         return NULL
     old = e.size
-    pthread_mutex_unlock(&sh.lock)
     q = realloc(p, size)
     if q == NULL:
+        pthread_mutex_unlock(&sh.lock)
         return NULL            # p untouched and still tracked
     if q == p:
-        pthread_mutex_lock(&sh.lock)
-        e = _find(sh, <uintptr_t>p)
         e.size = size
         sh.bytes_live += size - old
         pthread_mutex_unlock(&sh.lock)
         return q
-    pthread_mutex_lock(&sh.lock)
-    e = _find(sh, <uintptr_t>p)
     e.key = 1
     sh.n -= 1
     sh.bytes_live -= old
+    _recent_add(sh, <uintptr_t>p)
     pthread_mutex_unlock(&sh.lock)
     sh = _shard(<uintptr_t>q)
     pthread_mutex_lock(&sh.lock)
     _insert(sh, <uintptr_t>q, size)  # growth failure here would lose tracking only
+    _recent_forget(sh, <uintptr_t>q)
     sh.bytes_live += size
     pthread_mutex_unlock(&sh.lock)
     return q

@@ -1,20 +1,28 @@
 """hakmem.options — every environment switch of hakmem, with its default, in one table.
 
-The table is read once when :mod:`hakmem` is imported (``read()``); a bad value
-raises :class:`ConfigError` at import instead of being ignored. ``docs/config.md``
-documents the same table for users.
+Each switch says when it is read: ``run`` switches when :mod:`hakmem` is imported
+(``read()``; a bad value raises :class:`ConfigError` at import instead of being
+ignored), ``build`` switches by setup.py when hakmem is compiled, ``test`` switches by
+the tests and tools. ``unknown()`` finds ``HAKMEM_*`` variables that are none of these
+(a typo would otherwise be ignored silently). ``docs/config.md`` shows the same table.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ["ConfigError", "Switch", "SWITCHES", "read", "describe"]
+__all__ = ["ConfigError", "ConfigWarning", "Switch", "SWITCHES", "read", "unknown",
+           "describe"]
 
 
 class ConfigError(ValueError):
     """An environment switch has a value hakmem cannot use."""
+
+
+class ConfigWarning(UserWarning):
+    """An environment switch hakmem does not know, or one that has no effect now."""
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -52,13 +60,16 @@ def _int_parser(lo: int, hi: int) -> Callable[[str, str], int]:
 
 @dataclass(frozen=True)
 class Switch:
-    """One environment switch: its env name, key in ``config()``, default and meaning."""
+    """One environment switch: env name, key in ``config()``, default, meaning, and
+    when it is read (``run``: at import, parsed by ``parse``; ``build``: by setup.py;
+    ``test``: by the tests and tools). Only ``run`` switches have a key and a parser."""
 
     env: str
-    key: str
+    key: Optional[str]
     default: Any
-    parse: Callable[[str, str], Any]
+    parse: Optional[Callable[[str, str], Any]]
     doc: str
+    when: str = "run"
 
 
 def _parse_domains(name: str, raw: str) -> tuple:
@@ -95,25 +106,57 @@ SWITCHES = (
            "Print the stats table to stderr at interpreter exit."),
     Switch("HAKMEM_INSTALL", "install_at_import", (), _parse_domains,
            "Install hakmem as CPython's allocator (PEP 445) when hakmem is imported: 1 = obj,mem; or a list like obj,mem."),
+    Switch("HAKMEM_DEBUG", "debug", False, _parse_bool,
+           "Debug build (setup.py): assertions, poisoning, canaries, aborting checked frees; see docs/debug.md.",
+           "build"),
+    Switch("HAKMEM_SANITIZE", "sanitize", "", lambda name, raw: raw.strip(),
+           "Build with -fsanitize=... (setup.py), e.g. address,undefined; tools/sanitize.sh sets it.",
+           "build"),
+    Switch("HAKMEM_STRESS_SCALE", None, "1", None,
+           "Tests: multiplies the stress tests' operation counts (tools set 0.02..0.2).", "test"),
+    Switch("HAKMEM_FUZZ_EXAMPLES", None, "40", None,
+           "Tests: hypothesis examples per fuzz state machine.", "test"),
+    Switch("HAKMEM_CI_VENV", None, "/tmp/hakmem-ci-venv", None,
+           "CI: where .ci/run creates its throw-away virtualenvs.", "test"),
 )
 
 
-def read(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
-    """Parse every switch from ``environ`` (default ``os.environ``) into a dict.
+def read(environ: Optional[Mapping[str, str]] = None, when: str = "run") -> Dict[str, Any]:
+    """Parse the ``when`` switches (``run``: import time; ``build``: setup.py) from
+    ``environ`` (default ``os.environ``) into a dict keyed by their keys.
 
     Raises :class:`ConfigError` naming the switch on the first bad value.
     """
     env = os.environ if environ is None else environ
     out: Dict[str, Any] = {}
     for sw in SWITCHES:
+        if sw.when != when:
+            continue
         raw = env.get(sw.env)
         out[sw.key] = sw.default if raw is None else sw.parse(sw.env, raw)
     return out
 
 
+def unknown(environ: Optional[Mapping[str, str]] = None) -> List[Tuple[str, Optional[str]]]:
+    """``HAKMEM_*`` variables in ``environ`` that no switch reads, each with the
+    closest known name (or None)."""
+    env = os.environ if environ is None else environ
+    known = {sw.env[len("HAKMEM_"):]: sw.env for sw in SWITCHES}
+    out = []
+    for name in sorted(env):
+        if name.startswith("HAKMEM_") and name[len("HAKMEM_"):] not in known:
+            # compare without the common prefix, which would make every name "close"
+            close = difflib.get_close_matches(name[len("HAKMEM_"):], known, n=1, cutoff=0.6)
+            out.append((name, known[close[0]] if close else None))
+    return out
+
+
 def describe() -> str:
     """A Markdown table of the switches (used to keep docs/config.md honest)."""
-    rows = ["| variable | key | default | meaning |", "|---|---|---|---|"]
+    rows = ["| variable | key | default | read | meaning |", "|---|---|---|---|---|"]
     for sw in SWITCHES:
-        rows.append(f"| `{sw.env}` | `{sw.key}` | `{sw.default}` | {sw.doc} |")
+        key = f"`{sw.key}`" if sw.key else ""
+        when = {"run": "import", "build": "build", "test": "tests"}[sw.when]
+        default = f"`{sw.default}`" if sw.default != "" else "(unset)"
+        rows.append(f"| `{sw.env}` | {key} | {default} | {when} | {sw.doc} |")
     return "\n".join(rows)

@@ -29,7 +29,7 @@ def stats() -> Dict[str, Any]:
     out_classes = []
     tot: Dict[str, Any] = dict.fromkeys(names + ["allocs", "frees", "live_blocks",
                                                  "live_bytes"], 0)
-    for c, (r, size) in enumerate(zip(front._class_stats(), sizes)):
+    for c, (r, size) in enumerate(zip(front.class_stats(), sizes)):
         d: Dict[str, Any] = dict(cls=c, size=size)
         d.update(r)
         d["allocs"] = r["mag_hits"] + r["sll_pops"]

@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 import hakmem
-from hakmem import _testing
+import hakmem_testing as _testing
 
 DEBUG = hakmem.build_info()["debug"]
 needs_debug = pytest.mark.skipif(not DEBUG, reason="needs a HAKMEM_DEBUG=1 build")
@@ -27,7 +27,7 @@ def _run(body, tmp_path):
     code = textwrap.dedent("""
         import ctypes, sys, threading
         import hakmem
-        from hakmem import _testing as T
+        import hakmem_testing as T
         def show(a):
             print(hex(a), flush=True)
     """) + textwrap.dedent(body)

@@ -14,7 +14,7 @@ import textwrap
 import pytest
 
 import hakmem
-from hakmem import _testing
+import hakmem_testing as _testing
 from hakmem import slab
 
 PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(hakmem.__file__)))
@@ -86,7 +86,7 @@ def test_map_limit_other_threads(map_limit):
 RLIMIT_CHILD = """
 import json, resource, sys
 import hakmem
-from hakmem import _testing as T
+import hakmem_testing as T
 
 def vm_bytes():
     with open("/proc/self/status") as f:

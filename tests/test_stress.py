@@ -1,6 +1,6 @@
 """Multi-thread stress, fork under load and thread churn (allocator core).
 
-The workload runs in nogil C (hakmem._testing): 8 pthreads allocate random sizes
+The workload runs in nogil C (hakmem_testing, built by conftest.py): 8 pthreads allocate random sizes
 (tiny and large), fill each block with a cookie carrying a unique id, hand a share
 to other threads through atomic transfer slots, verify and free. Afterwards every
 block must be accounted for: per-thread counts and id checksums balance, hakmem's
@@ -15,7 +15,7 @@ import time
 import pytest
 
 import hakmem
-from hakmem import _testing
+import hakmem_testing as _testing
 
 SCALE = float(os.environ.get("HAKMEM_STRESS_SCALE", "1"))
 OPS = max(1000, int(250_000 * SCALE))          # per thread

@@ -247,29 +247,34 @@ class BlockSection:
     def op_bad_args(self) -> None:
         rng = self.rng
         live = self._pick_live()
-        k = rng.randrange(10)
+        k = rng.randrange(11)
         if k == 9:
             hakmem.free(0)                       # free(NULL): a no-op, as in C
         elif k == 0:
-            _expect(OverflowError, hakmem.malloc, -rng.randint(1, 1 << 70))
+            _expect(ValueError, hakmem.malloc, -rng.randint(1, 1 << 70))   # negative
+        elif k == 8:
+            _expect(OverflowError, hakmem.malloc, rng.randint(U64, 1 << 70))  # past size_t
         elif k == 1:
             _expect(TypeError, hakmem.malloc, rng.choice((None, 1.5, "8", b"8")))
         elif k == 2:
             _expect(TypeError, hakmem.free, rng.choice((None, 1.0, "x", True, [live])))
         elif k == 3:
-            _expect(ValueError, hakmem.free, rng.choice((-1, -(1 << 70), U64, U64 + 16)))
+            bad = rng.choice((-1, -(1 << 70), U64, U64 + 16))
+            _expect(ValueError if bad < 0 else OverflowError, hakmem.free, bad)
         elif k == 4:
-            _expect((TypeError, OverflowError), hakmem.calloc, rng.choice((None, -1, 2.0)), 8)
+            _expect((TypeError, ValueError), hakmem.calloc, rng.choice((None, -1, 2.0)), 8)
         elif k == 5:
             _expect(TypeError, hakmem.realloc, rng.choice((None, 1.5, False)), 8)
         elif k == 6 and live is not None:
-            _expect((TypeError, OverflowError), hakmem.realloc, live,
+            _expect((TypeError, ValueError), hakmem.realloc, live,
                     rng.choice((None, -5, 3.5)))
             self._verify(live)
         elif k == 7:
-            _expect((TypeError, ValueError), hakmem.usable_size, rng.choice((None, -3, U64)))
+            _expect((TypeError, ValueError, OverflowError), hakmem.usable_size,
+                    rng.choice((None, -3, U64)))
         else:
-            _expect((TypeError, ValueError), hakmem.is_live, rng.choice((None, -3, U64, 1.0)))
+            _expect((TypeError, ValueError, OverflowError), hakmem.is_live,
+                    rng.choice((None, -3, U64, 1.0)))
 
     def op_huge(self) -> None:
         rng = self.rng

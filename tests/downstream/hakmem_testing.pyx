@@ -1,8 +1,8 @@
-"""hakmem._testing — test-only nogil kernels; not a public API (tests/ and tools/ use it).
+"""hakmem_testing — test-only nogil kernels; not part of the hakmem package.
 
-It lives in the package, not in tests/, so that every build flavour (release,
-HAKMEM_DEBUG=1, HAKMEM_SANITIZE=...) compiles it with the same flags as the core and
-the sanitizer/valgrind runs need no compiler at test time.
+tests/conftest.py builds it against the hakmem under test (a downstream extension
+that cimports hakmem, like tests/downstream/hakdown.pyx), once per hakmem build, with
+the core's sanitizer flags when HAKMEM_SANITIZE is set; wheels never ship it.
 
 - ``StressRun`` / ``stress()``: N pthreads (GIL released) allocating random sizes,
   filling each block with a cookie (unique id, size, id-derived pattern), passing a

@@ -20,6 +20,7 @@ from hakmem.classes cimport (HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, HAK_DEBUG, 
                              hak_likely, hak_unlikely)
 from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_of, hak_slab_index,
                           hak_slab_start, hak_is_tiny, hak_slab_disown,
+                          hak_block_tag, hak_block_is_tagged,
                           hak_slab_put, hak_slab_mark_full, hak_slab_mark_active,
                           hak_slab_list_push, hak_slab_list_remove, hak_registry,
                           hak_slab_acquire, hak_slab_release, hak_slab_abandon,
@@ -27,6 +28,8 @@ from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_of, 
                           hak_slab_trim, hak_slab_fork_prepare, hak_slab_fork_parent,
                           hak_slab_fork_child, HAK_FREE_TAG_OF, HAK_TID_NONE,
                           HAK_SLAB_POOLED, HAK_SLAB_FULL)
+from hakmem.debug cimport (hak_die, hak_debug_on_free, hak_debug_check_link,
+                           hak_debug_check_alloc)
 from hakmem.remote cimport (hak_remote_push, hak_atomic_add_u64, hak_atomic_load_u64,
                             hak_atomic_load_ptr)
 from hakmem.large cimport (hak_large_alloc, hak_large_free, hak_large_usable,
@@ -43,50 +46,10 @@ cdef extern from *:
     #define hak_tls_set(p) (hak_tls_tc = (p))
     #define hak_empty_cache() (&hak_empty_tc)
 
-    /* Debug builds: poison freed blocks, check canaries and poison, abort loudly. */
-    #include <stdio.h>
-    #include <stdlib.h>
-    #include <string.h>
-    #define HAK_POISON 0xDD
-    #define HAK_CANARY_BYTE 0xCA
-    static void hak_die(const char* what, void* p, unsigned cls) {
-        if (cls < HAK_NCLASSES)
-            fprintf(stderr, "hakmem: %s: block %p (class %u, %u bytes)\\n", what, p, cls,
-                    hak_block_size(cls));
-        else
-            fprintf(stderr, "hakmem: %s: pointer %p (no hakmem class)\\n", what, p);
-        fflush(stderr);
-        abort();
-    }
-    static void hak_debug_on_free(void* p, unsigned cls) {
-    #if HAK_DEBUG
-        unsigned size = hak_block_size(cls);
-        const unsigned char* cz = (const unsigned char*)p + size;
-        for (int i = 0; i < HAK_CANARY; i++)
-            if (cz[i] != HAK_CANARY_BYTE) hak_die("buffer overflow (canary overwritten)", p, cls);
-        memset((char*)p + 16, HAK_POISON, size - 16);
-        memset(p, HAK_POISON, 8);    /* the link word: a list push overwrites it */
-    #else
-        (void)p; (void)cls;
-    #endif
-    }
-    static void hak_debug_on_alloc(void* p, unsigned cls) {
-    #if HAK_DEBUG
-        unsigned size = hak_block_size(cls);
-        const unsigned char* b = (const unsigned char*)p;
-        for (unsigned i = 16; i < size; i++)
-            if (b[i] != HAK_POISON) hak_die("write after free (poison overwritten)", p, cls);
-    #else
-        (void)p; (void)cls;
-    #endif
-    }
     """
     void* hak_tls_get() nogil
     void hak_tls_set(void* p) nogil
     hak_tcache_t* hak_empty_cache() nogil
-    void hak_die(const char* what, void* p, unsigned cls) nogil
-    void hak_debug_on_free(void* p, unsigned cls) nogil
-    void hak_debug_on_alloc(void* p, unsigned cls) nogil
 
 cdef extern from "<stdlib.h>" nogil:
     int posix_memalign(void** out, size_t align, size_t size)
@@ -127,47 +90,6 @@ cdef free_other_fn g_free_other
 memset(g_retired, 0, sizeof(g_retired))
 memset(g_orphan_free, 0, sizeof(g_orphan_free))
 pthread_mutex_init(&g_tc_lock, NULL)
-
-
-cdef inline void _set_tag(void* p) noexcept nogil:
-    (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)
-
-cdef inline bint _has_tag(void* p) noexcept nogil:
-    return (<uint64_t*>p)[1] == HAK_FREE_TAG_OF(p)
-
-
-cdef inline bint _is_carved_block(hak_slab_t* s, void* p) noexcept nogil:
-    """p is the start of a block of s that has been carved."""
-    cdef char* start = hak_slab_start(s)
-    return (<char*>p >= start and <char*>p < s.bump
-            and (<uintptr_t>(<char*>p - start)) % hak_stride(s.cls) == 0)
-
-
-cdef void _debug_check_link(void* p, uint32_t c) noexcept nogil:
-    """Debug builds: the free-list link (word 0) of free block p must be NULL or a
-    block start of class c in an active slab; else a write after free hit it."""
-    cdef void* nxt = (<void**>p)[0]
-    cdef hak_slab_t* s
-    if nxt == NULL:
-        return
-    if hak_region_of(g_reg, <uintptr_t>nxt) != NULL:
-        s = hak_slab_of(<uintptr_t>nxt)
-        if hak_slab_index(s) != 0 and s.cls == c and _is_carved_block(s, nxt):
-            return
-    hak_die("write after free (free-list link overwritten)", p, c)
-
-
-cdef void _debug_check_alloc(void* p, uint32_t c, bint linked) noexcept nogil:
-    """Debug builds: a block leaving a thread cache must still look free: free tag
-    (word 1), link (word 0, for list blocks) and poison (bytes 16..) intact."""
-    if not _has_tag(p):
-        hak_die("write after free (free tag overwritten)", p, c)
-    if linked:
-        _debug_check_link(p, c)
-    elif (<uint64_t*>p)[0] != <uint64_t>0xDDDDDDDDDDDDDDDDULL:
-        # magazine blocks keep word 0 poisoned (no link): see hak_debug_on_free
-        hak_die("write after free (poison overwritten)", p, c)
-    hak_debug_on_alloc(p, c)
 
 
 # ---- thread caches -----------------------------------------------------------
@@ -274,7 +196,7 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
     else:
         for i in range(keep - 1):
             if HAK_DEBUG:
-                _debug_check_link(p, c)
+                hak_debug_check_link(g_reg, p, c)
             if (<void**>p)[0] == NULL:
                 break
             p = (<void**>p)[0]
@@ -283,7 +205,7 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
         k.sll_n = keep if rest != NULL else k.sll_n
     while rest != NULL:
         if HAK_DEBUG:
-            _debug_check_link(rest, c)
+            hak_debug_check_link(g_reg, rest, c)
         nxt = (<void**>rest)[0]
         s = hak_slab_of(<uintptr_t>rest)
         if hak_slab_put(s, rest) == 0 and s != tc.cur[c]:
@@ -485,7 +407,7 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
         return NULL
     p = k.sll
     if HAK_DEBUG:
-        _debug_check_alloc(p, c, True)
+        hak_debug_check_alloc(g_reg, p, c, True)
     k.sll = (<void**>p)[0]
     k.sll_n -= 1
     k.sll_pops += 1
@@ -507,13 +429,13 @@ cdef void* hak_malloc(size_t size) noexcept nogil:
             p = k.mag[t]
             k.mag_hits += 1
             if HAK_DEBUG:
-                _debug_check_alloc(p, _class_of(tc, k), False)
+                hak_debug_check_alloc(g_reg, p, _class_of(tc, k), False)
             (<uint64_t*>p)[1] = 0      # clear the free tag
             return p
         p = k.sll
         if hak_likely(p != NULL):
             if HAK_DEBUG:
-                _debug_check_alloc(p, _class_of(tc, k), True)
+                hak_debug_check_alloc(g_reg, p, _class_of(tc, k), True)
             k.sll = (<void**>p)[0]
             k.sll_n -= 1
             k.sll_pops += 1
@@ -561,7 +483,7 @@ cdef void _free_remote(hak_slab_t* s, void* p) noexcept nogil:
     """A block of a slab this thread does not own: push it to the slab's remote list."""
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     cdef uint32_t c = s.cls
-    _set_tag(p)
+    hak_block_tag(p)
     hak_remote_push(&s.remote_free, p)
     if tc != hak_empty_cache():
         tc.cold[c].remote_frees += 1
@@ -592,7 +514,7 @@ cdef void hak_free(void* p) noexcept nogil:
             _debug_check_free(s, p)
         if hak_likely(s.owner_tid == hak_thread_id()):
             k = <hak_tclass_t*>s.owner
-            _set_tag(p)
+            hak_block_tag(p)
             t = k.mag_top
             if hak_likely(t < k.mag_lim):      # TinyHeapV2 supply hook
                 k.mag[t] = p
@@ -643,7 +565,7 @@ cdef int hak_check_live(void* p) noexcept nogil:
         return HAK_EFOREIGN if a >= <uintptr_t>s.end else HAK_EDOUBLE
     if (a - <uintptr_t>hak_slab_start(s)) % hak_stride(s.cls) != 0:
         return HAK_EINTERIOR
-    if _has_tag(p):
+    if hak_block_is_tagged(p):
         return HAK_EDOUBLE
     return HAK_OK
 
@@ -809,29 +731,6 @@ cdef double _now() noexcept nogil:
 def configure_caches(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch, uint32_t sll_cap):
     """Set the thread-cache parameters (hakmem.configure() checks and passes them)."""
     hak_configure(mag_classes, mag_cap, batch, sll_cap)
-
-
-def class_stats():
-    """Raw per-class counters: a list of dicts (keys: ``stat_names()``), C0 first."""
-    cdef hak_class_stats_t st[HAK_NCLASSES]
-    cdef uint64_t* row
-    hak_stats_collect(st)
-    names = stat_names()
-    out = []
-    for c in range(HAK_NCLASSES):
-        row = <uint64_t*>&st[c]
-        out.append({names[i]: row[i] for i in range(HAK_NSTATS)})
-    return out
-
-
-def stat_names():
-    """Names of the per-class counters, in the order of the C field list."""
-    return [hak_class_stat_names[i].decode() for i in range(HAK_NSTATS)]
-
-
-def stat_docs():
-    """One line per counter saying what it counts (same order as stat_names())."""
-    return [hak_class_stat_docs[i].decode() for i in range(HAK_NSTATS)]
 
 
 def thread_cache_state():

@@ -23,6 +23,7 @@
 # lazily-touched address space; one byte per 4 MiB region) answers "is this a tiny
 # block of ours?" with one load and no lock.
 from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint16_t, uint8_t
+from hakmem.classes cimport hak_stride
 
 cdef extern from *:
     """
@@ -182,6 +183,22 @@ cdef inline char* hak_slab_start(hak_slab_t* s) noexcept nogil:
 cdef inline void hak_slab_disown(hak_slab_t* s) noexcept nogil:
     """fork() child: the owner's thread is gone; frees take the remote path from now on."""
     s.owner_tid = HAK_TID_NONE
+
+
+cdef inline bint hak_slab_is_block(hak_slab_t* s, void* p) noexcept nogil:
+    """p is the start of a block of s that has been carved."""
+    cdef char* start = hak_slab_start(s)
+    return (<char*>p >= start and <char*>p < s.bump
+            and (<uintptr_t>(<char*>p - start)) % hak_stride(s.cls) == 0)
+
+
+# ---- free blocks: word 0 is the list link, word 1 the free tag -----------------
+cdef inline void hak_block_tag(void* p) noexcept nogil:
+    """Mark block p free (hak_check_live then says HAK_EDOUBLE for it)."""
+    (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)
+
+cdef inline bint hak_block_is_tagged(void* p) noexcept nogil:
+    return (<uint64_t*>p)[1] == HAK_FREE_TAG_OF(p)
 
 
 # ---- the owner's state changes (no lock: only the owner calls these) ---------

@@ -20,41 +20,7 @@ cdef extern from "<sys/mman.h>" nogil:
 from hakmem.remote cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
                             pthread_mutex_unlock)
 
-cdef extern from *:
-    """
-    static void hak_debug_fill_canaries(char* start, char* end, uint32_t stride, uint32_t size) {
-    #if HAK_CANARY
-        for (char* p = start; p < end; p += stride) memset(p + size, 0xCA, HAK_CANARY);
-    #else
-        (void)start; (void)end; (void)stride; (void)size;
-    #endif
-    }
-    """
-    void hak_debug_fill_canaries(char* start, char* end, uint32_t stride, uint32_t size) nogil
-
-cdef extern from *:
-    """
-    #include <stdio.h>
-    #include <stdlib.h>
-    static void hak_slab_die_link(void* p, unsigned cls) {
-        fprintf(stderr, "hakmem: write after free (free-list link overwritten): "
-                "block %p (class %u, %u bytes)\\n", p, cls, hak_block_size(cls));
-        fflush(stderr);
-        abort();
-    }
-    static void hak_slab_die_count(void* s, unsigned cls, unsigned used, unsigned nfree,
-                                   unsigned cap) {
-        fprintf(stderr, "hakmem: slab %p (class %u) is inconsistent: used %u + free %u + "
-                "uncarved != capacity %u (a double free or a corrupted list)\\n",
-                s, cls, used, nfree, cap);
-        fflush(stderr);
-        abort();
-    }
-    """
-    void hak_slab_die_link(void* p, unsigned cls) nogil
-    void hak_slab_die_count(void* s, unsigned cls, unsigned used, unsigned nfree,
-                            unsigned cap) nogil
-
+from hakmem.debug cimport hak_die, hak_die_count, hak_debug_fill_canaries
 from hakmem.classes cimport hak_block_size
 
 # ---- global state (guarded by g_lock) --------------------------------------
@@ -255,7 +221,7 @@ cdef void _debug_check_link(hak_slab_t* s, void* p) noexcept nogil:
     """Debug builds: a local-free link must point at a carved block of this slab."""
     cdef char* n = <char*>(<void**>p)[0]
     if n < hak_slab_start(s) or n >= s.bump or (<uintptr_t>(n - hak_slab_start(s))) % hak_stride(s.cls) != 0:
-        hak_slab_die_link(p, s.cls)
+        hak_die("write after free (free-list link overwritten)", p, s.cls)
 
 
 cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept nogil:
@@ -308,7 +274,7 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
         b = s.bump
         fresh = b
         while True:
-            (<uint64_t*>b)[1] = HAK_FREE_TAG_OF(b)
+            hak_block_tag(b)
             if HAK_DEBUG:
                 memset(b + 16, 0xDD, hak_block_size(s.cls) - 16)
             n += 1
@@ -336,11 +302,11 @@ cdef void hak_slab_check(hak_slab_t* s) noexcept nogil:
     while p != NULL:
         if (<char*>p < start or <char*>p >= s.bump
                 or (<uintptr_t>(<char*>p - start)) % stride != 0 or n > s.capacity):
-            hak_slab_die_link(p, s.cls)
+            hak_die("write after free (free-list link overwritten)", p, s.cls)
         n += 1
         p = (<void**>p)[0]
     if n != s.nfree or <uint64_t>s.used + s.nfree + <uint32_t>((s.end - s.bump) // stride) != s.capacity:
-        hak_slab_die_count(s, s.cls, s.used, s.nfree, s.capacity)
+        hak_die_count(s, s.cls, s.used, s.nfree, s.capacity)
 
 
 cdef size_t _decommit(hak_slab_t* s) noexcept nogil:

@@ -379,7 +379,7 @@ def test_nogil_shared_pool(arenadown):
 
 def test_arena_bench_runs():
     """The bench module builds its kernels and returns well-formed rows (no timing asserted)."""
-    from hakmem import arena_bench
+    from hakmem.bench import arena as arena_bench
     rows = arena_bench.run(ops=2000, rounds=1, fill=500, mem_blocks=2000)
     timed = [r for r in rows if "mops" in r]
     assert {r["kind"] for r in timed} >= {"hakmem.arena", "hakmem.arena nogil",

@@ -35,7 +35,8 @@ workloads (nogil C loops, the same machine code for every allocator; one op = ma
                                 rows glibc-simple_n25, _n100, _n400, _n1600 (any _nN works)
   xmalloc-test-N                N threads only malloc 64 B, N threads only free (batches of 64)
   with --full also: threads-N (N threads of the fixed rings), memory (bytes per live block),
-  callpath, records (Python-level records), python (Python programs under hakmem vs pymalloc)
+  callpath, records (Python-level records), python (Python programs under hakmem vs pymalloc),
+  arena (hakmem.arena.Pool vs cymem's Pool; builds a small extension, needs Cython)
 
 allocators: hakmem, hakmem-nomag (magazine off), libc, pymalloc (GIL held, one-thread
 workloads only), mimalloc (if libmimalloc.so.2 loads), and each --vs library.

@@ -177,6 +177,10 @@ def format_report(res: Dict[str, Any], full: bool = False, goals: bool = False) 
                 res["python_programs"]["table"]]
     if res["records"]:
         out += _records(res)
+    if res.get("arena"):
+        from hakmem.bench.arena import format_rows
+        out += ["", "hakmem.arena.Pool vs cymem's Pool (CPU time of the running thread, "
+                    "median of interleaved rounds)"] + format_rows(res["arena"]).splitlines()
     if (full or goals) and res["goals"]:
         out += [""] + goals_mod.format_goals(res["goals"])
     out.append("")

@@ -33,7 +33,7 @@ SIMPLE_N = (25, 100, 400, 1600)          # glibc-simple's block counts
 XM_SIZE = 64                             # xthread64 and xmalloc-test block size
 SLAB_BYTES = 64 * 1024                   # hakmem slab size (hakmem.slab)
 MAX_THREADS = 64
-EXTRAS = ("memory", "callpath", "records", "python")   # not C loops: their own tables
+EXTRAS = ("memory", "callpath", "records", "python", "arena")   # not C loops: their own tables
 MULTI = ("threads", "xthread", "xmalloc")     # loops on new threads: pymalloc cannot run them
 
 
@@ -86,7 +86,7 @@ DEFAULT_WORKLOADS = _default_workloads(False)
 FULL_WORKLOADS = _default_workloads(True)
 KNOWN = ("fixed16_ws60, fixed256_ws50, mixed16-1024_ws256, xthread64, glibc-simple "
          "(= glibc-simple_n25,_n100,_n400,_n1600; any _nN), xmalloc-test-N, threads-N, "
-         "memory, callpath, records, python")
+         "memory, callpath, records, python, arena")
 
 
 _PREFIX = {"threads": "threads-", "xmalloc": "xmalloc-test-", "simple": "glibc-simple_n"}
@@ -496,7 +496,7 @@ def run(opts: Options) -> Dict[str, Any]:
         "allocators": [{"name": a.name, "note": a.note, "gil_held": a.needs_gil} for a in allocs],
         "notes": list(skipped_lines),
         "results": [], "skipped": [], "ratios": [], "scaling": [], "memory": [],
-        "records": [], "callpath": None, "goals": [], "scaling_reference": [],
+        "records": [], "callpath": None, "goals": [], "scaling_reference": [], "arena": [],
         "python_programs": None,
     }
     tun = os.environ.get("GLIBC_TUNABLES", "")
@@ -552,6 +552,11 @@ def run(opts: Options) -> Dict[str, Any]:
             res["records"] = _records(opts, tick)
             if records.pool_available():
                 res["notes"].append(f"records: RecordPool skipped ({records.pool_available()})")
+            done[0] += 1
+        if "arena" in opts.workloads:
+            tick("arena: hakmem.arena.Pool vs cymem's Pool")
+            from hakmem.bench import arena
+            res["arena"] = arena.run(ops=opts.ops, rounds=opts.runs)
             done[0] += 1
         if "python" in opts.workloads:
             tick("python programs under hakmem.install() vs pymalloc")

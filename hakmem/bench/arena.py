@@ -1,4 +1,4 @@
-"""hakmem.arena_bench — hakmem.arena.Pool against cymem's Pool, in one process.
+"""hakmem.bench.arena — hakmem.arena.Pool against cymem's Pool, in one process.
 
 Workloads (the same inputs for every kind):
 Speeds are CPU time of the running thread (other processes' load does not count), the
@@ -21,7 +21,7 @@ cymem's Pool is only callable from Cython compiled against it, so the kernels li
 small extension compiled at first use (Cython and a C compiler needed) and cached in
 the temp directory. Each hakmem run checks hakmem's counters: hakmem served the blocks.
 
-  python -m hakmem.arena_bench [--ops N] [--rounds R] [--json]
+  hakmem bench --workloads arena        (or: python -m hakmem.bench.arena [--ops N] [--rounds R] [--json])
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ import os
 import shutil
 import statistics
 import subprocess
+
+from hakmem.bench import child
 import sys
 import sysconfig
 import tempfile
@@ -253,14 +255,10 @@ print(json.dumps(out))
 
 
 def _bytes_per_block(kdir: str, modname: str, kind: str, n: int) -> Dict[str, Any]:
-    import hakmem
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [hakmem.get_include(), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", _MEM_CHILD, kdir, modname, kind, str(n)],
-                       capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        raise RuntimeError("memory child failed: " + r.stderr[-800:])
-    return json.loads(r.stdout)
+    # a fresh interpreter started where this hakmem lives (not in the caller's
+    # directory, which may be an unbuilt source checkout)
+    return child.run_json(["-c", _MEM_CHILD, kdir, modname, kind, str(n)],
+                          f"arena bytes per block ({kind})")
 
 
 def run(ops: int = 2_000_000, rounds: int = 5, fill: int = FILL,
@@ -342,7 +340,7 @@ def format_rows(rows: List[Dict[str, Any]]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: print the table (or JSON rows)."""
-    ap = argparse.ArgumentParser(prog="python -m hakmem.arena_bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m hakmem.bench.arena", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ops", type=int, default=2_000_000, help="alloc+free ops per round")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds (median reported)")

@@ -32,9 +32,13 @@ def main(argv=None) -> int:
                         version=f"hakmem {hakmem.__version__} ({flavour} build, "
                                 f"{os.path.dirname(os.path.abspath(hakmem.__file__))})")
     sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_OneLineParser)
-    from hakmem.bench.cli import add_bench_parser
+    words = sys.argv[1:] if argv is None else list(argv)
+    if next((w for w in words if not w.startswith("-")), None) != "run":
+        # `hakmem run` skips the bench's imports: a program's start-up stays close to
+        # plain `python`'s
+        from hakmem.bench.cli import add_bench_parser
+        add_bench_parser(sub)
     from hakmem.run_cli import add_run_parser
-    add_bench_parser(sub)
     add_run_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -165,6 +165,18 @@ cdef hak_tcache_t* _tc_create() noexcept nogil:
     return tc
 
 
+cdef hak_tcache_t* _tc_current() noexcept nogil:
+    """This thread's cache, created on first use and brought up to the current
+    configuration; NULL only when out of memory."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
+    if tc == hak_empty_cache():
+        return _tc_create()
+    if tc.epoch != g_epoch:
+        _mag_drain(tc)
+        _tc_apply(tc)
+    return tc
+
+
 cdef void _mag_drain(hak_tcache_t* tc) noexcept nogil:
     """Move every magazine block onto its class's SLL."""
     cdef uint32_t c, i
@@ -393,14 +405,9 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
     cdef void* p
     if n > <size_t>HAK_TINY_MAX:
         return hak_large_alloc(n, False)
-    tc = <hak_tcache_t*>hak_tls_get()
-    if tc == hak_empty_cache():
-        tc = _tc_create()
-        if tc == NULL:
-            return NULL
-    elif tc.epoch != g_epoch:
-        _mag_drain(tc)
-        _tc_apply(tc)
+    tc = _tc_current()
+    if tc == NULL:
+        return NULL
     c = hak_size_class(n)
     k = &tc.k[c]
     if k.sll == NULL and not _refill(tc, c):
@@ -447,14 +454,9 @@ cdef void* hak_malloc(size_t size) noexcept nogil:
 # ---- the inline API's out-of-line half -----------------------------------------
 cdef hak_heap_t* hak_heap() noexcept nogil:
     """The calling thread's heap (its cache; a checking decoy in debug builds)."""
-    cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
-    if tc == hak_empty_cache():
-        tc = _tc_create()
-        if tc == NULL:
-            return NULL
-    elif tc.epoch != g_epoch:
-        _mag_drain(tc)
-        _tc_apply(tc)
+    cdef hak_tcache_t* tc = _tc_current()
+    if tc == NULL:
+        return NULL
     return &tc.decoy if HAK_DEBUG else &tc.heap
 
 

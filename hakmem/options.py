@@ -8,10 +8,10 @@ the tests and tools. ``unknown()`` finds ``HAKMEM_*`` variables that are none of
 """
 from __future__ import annotations
 
-import difflib
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+# No typing/dataclasses imports: this module runs in every `import hakmem` and every
+# `python -m hakmem run`, so it stays cheap (the annotations are never evaluated).
 
 __all__ = ["ConfigError", "ConfigWarning", "Switch", "SWITCHES", "read", "unknown",
            "describe"]
@@ -58,18 +58,23 @@ def _int_parser(lo: int, hi: int) -> Callable[[str, str], int]:
     return parse
 
 
-@dataclass(frozen=True)
 class Switch:
     """One environment switch: env name, key in ``config()``, default, meaning, and
     when it is read (``run``: at import, parsed by ``parse``; ``build``: by setup.py;
     ``test``: by the tests and tools). Only ``run`` switches have a key and a parser."""
 
-    env: str
-    key: Optional[str]
-    default: Any
-    parse: Optional[Callable[[str, str], Any]]
-    doc: str
-    when: str = "run"
+    __slots__ = ("env", "key", "default", "parse", "doc", "when")
+
+    def __init__(self, env: str, key: Optional[str], default: Any,
+                 parse: Optional[Callable[[str, str], Any]], doc: str, when: str = "run"):
+        for name, value in zip(self.__slots__, (env, key, default, parse, doc, when)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Switch is read-only")
+
+    def __repr__(self) -> str:
+        return f"Switch({self.env!r}, key={self.key!r}, default={self.default!r}, when={self.when!r})"
 
 
 def _parse_domains(name: str, raw: str) -> tuple:
@@ -145,6 +150,7 @@ def unknown(environ: Optional[Mapping[str, str]] = None) -> List[Tuple[str, Opti
     out = []
     for name in sorted(env):
         if name.startswith("HAKMEM_") and name[len("HAKMEM_"):] not in known:
+            import difflib     # only when there is a typo to explain
             # compare without the common prefix, which would make every name "close"
             close = difflib.get_close_matches(name[len("HAKMEM_"):], known, n=1, cutoff=0.6)
             out.append((name, known[close[0]] if close else None))

@@ -75,4 +75,7 @@ done
 if [ ${#args[@]} -eq 0 ]; then args=(-m "not slow"); fi
 if [ "$paths" = 0 ]; then args=("$here/tests" "${args[@]}"); fi
 echo "== pytest under $sanitize (LD_PRELOAD=${preload:-none})"
-"$py" -m pytest -q -p no:cacheprovider -c "$here/pyproject.toml" --rootdir "$here" "${args[@]}"
+# --capture=sys: the sanitizer runtimes write their reports to file descriptor 2
+# directly; pytest's default fd-level capture would put a report in a per-test temp
+# file that dies with the process (a failing run then ended silently with status 1).
+"$py" -m pytest -q -p no:cacheprovider --capture=sys -c "$here/pyproject.toml" --rootdir "$here" "${args[@]}"

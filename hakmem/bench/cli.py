@@ -182,7 +182,10 @@ def _reexec_for_tls(paths: List[str]) -> Optional[str]:
     entry = static_tls_tunable(paths)
     why = (f"a --vs library uses initial-exec TLS and the static TLS block glibc reserved at "
            f"start-up is too small for it; run with GLIBC_TUNABLES={entry}")
-    started_as_command = os.path.basename(sys.argv[0]) in ("hakmem", "__main__.py")
+    # only a process that *is* the hakmem command may re-execute itself (never, say,
+    # a test runner started as `python -m pytest`, whose argv[0] is also __main__.py)
+    started_as_command = (os.path.basename(sys.argv[0]) == "hakmem"
+                          or sys.argv[0].endswith(os.path.join("hakmem", "__main__.py")))
     if TLS_TUNABLE in current or not started_as_command or not getattr(sys, "orig_argv", None):
         return why
     env = dict(os.environ)

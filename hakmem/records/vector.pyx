@@ -280,7 +280,8 @@ cdef class RecordVector(RecordContainer):
         if m:
             out.room(m)
             if step == 1:
-                memcpy(out.data, self.data + start * self.itemsize, m * self.itemsize)
+                if m:                   # an empty vector may have no storage (NULL)
+                    memcpy(out.data, self.data + start * self.itemsize, m * self.itemsize)
             else:
                 for k in range(m):
                     memcpy(out.data + k * self.itemsize,
@@ -322,8 +323,9 @@ cdef class RecordVector(RecordContainer):
             return 0
         newn = self.n - m + src.n
         self.room(newn)
-        memmove(self.data + (start + src.n) * self.itemsize,
-                self.data + (start + m) * self.itemsize, (self.n - start - m) * self.itemsize)
+        if self.n - start - m:        # an empty vector may have no storage (NULL)
+            memmove(self.data + (start + src.n) * self.itemsize,
+                    self.data + (start + m) * self.itemsize, (self.n - start - m) * self.itemsize)
         if src.n:
             memcpy(self.data + start * self.itemsize, src.data, src.n * self.itemsize)
         self.n = newn

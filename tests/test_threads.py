@@ -34,13 +34,13 @@ def test_cimport_api(hakdown):
     hakmem.free(b)
 
 
-def test_four_threads_mixed_cross_thread(hakdown):
-    before = live()
-    nthreads, nops = 4, 1_000_000
+def _run_workers(hakdown, worker, nthreads, nops, xfer_every):
+    """Run worker(t, nops, xfer_every) on nthreads threads at once (each releases the
+    GIL), then free what is left in the hand-off slots; returns (bad, allocs, frees)."""
     results = [None] * nthreads
 
     def run(t):
-        results[t] = hakdown.mixed_worker(t, nops, 7)
+        results[t] = worker(t, nops, xfer_every)
 
     ts = [threading.Thread(target=run, args=(t,)) for t in range(nthreads)]
     for t in ts:
@@ -48,9 +48,14 @@ def test_four_threads_mixed_cross_thread(hakdown):
     for t in ts:
         t.join()
     left = hakdown.drain_xfer()
-    bad = sum(r[0] for r in results)
-    allocs = sum(r[1] for r in results)
-    frees = sum(r[2] for r in results) + left
+    return (sum(r[0] for r in results), sum(r[1] for r in results),
+            sum(r[2] for r in results) + left)
+
+
+def test_four_threads_mixed_cross_thread(hakdown):
+    before = live()
+    nthreads, nops = 4, 1_000_000
+    bad, allocs, frees = _run_workers(hakdown, hakdown.mixed_worker, nthreads, nops, 7)
     assert bad == 0, "a block was handed out twice or corrupted"
     assert allocs == nthreads * nops
     assert allocs == frees
@@ -164,20 +169,7 @@ def test_inline_heap_api_threads_mixed(hakdown):
     before = live()
     s0 = hakmem.stats()
     nthreads, nops = 4, 500_000
-    results = [None] * nthreads
-
-    def run(t):
-        results[t] = hakdown.inline_worker(t, nops, 5)
-
-    ts = [threading.Thread(target=run, args=(t,)) for t in range(nthreads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    left = hakdown.drain_xfer()
-    bad = sum(r[0] for r in results)
-    allocs = sum(r[1] for r in results)
-    frees = sum(r[2] for r in results) + left
+    bad, allocs, frees = _run_workers(hakdown, hakdown.inline_worker, nthreads, nops, 5)
     assert bad == 0, "a block was handed out twice or corrupted"
     assert allocs == nthreads * nops == frees
     assert live() == before

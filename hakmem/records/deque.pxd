@@ -41,6 +41,7 @@ cdef class RecordDeque(RecordContainer):
     cdef char* _new_chunk(self) noexcept nogil
     cdef void _drop_chunk(self, char* c) noexcept nogil
     cdef int _ring_room(self) noexcept nogil
+    cdef bint _full_drop(self, bint drop_left) noexcept nogil
     cdef void _release_all(self) noexcept nogil
     # Python API helpers
     cdef int _push(self, rec, dict fields, bint left) except -1

@@ -103,16 +103,26 @@ cdef class RecordDeque(RecordContainer):
         self.n = 0
         self.cfirst = 0
 
+    cdef bint _full_drop(self, bint drop_left) noexcept nogil:
+        """At maxlen, make room for one push by dropping a record from the other end
+        (the left one when drop_left). True when maxlen is 0: the push stores nothing."""
+        if self.maxn >= 0 and self.n >= self.maxn:
+            if self.maxn == 0:
+                return True
+            if drop_left:
+                self.popleft_raw(NULL)
+            else:
+                self.pop_raw(NULL)
+        return False
+
     cdef int append_raw(self, const void* rec) noexcept nogil:
         """Push a copy of rec at the right end (drops the leftmost record when full)."""
         cdef Py_ssize_t k
         cdef char* c
         if self.closed:
             return HAK_C_CLOSED
-        if self.maxn >= 0 and self.n >= self.maxn:
-            if self.maxn == 0:
-                return HAK_C_OK
-            self.popleft_raw(NULL)
+        if self._full_drop(True):
+            return HAK_C_OK
         k = self.head + self.n
         if (k >> self.shift) == self.nchunks:
             if self._ring_room() != HAK_C_OK:
@@ -132,10 +142,8 @@ cdef class RecordDeque(RecordContainer):
         cdef char* c
         if self.closed:
             return HAK_C_CLOSED
-        if self.maxn >= 0 and self.n >= self.maxn:
-            if self.maxn == 0:
-                return HAK_C_OK
-            self.pop_raw(NULL)
+        if self._full_drop(False):
+            return HAK_C_OK
         if self.head == 0:
             if self._ring_room() != HAK_C_OK:
                 return HAK_C_NOMEM

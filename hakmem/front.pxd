@@ -16,8 +16,11 @@
 #     mag[]        the TinyHeapV2 L0 magazine: a LIFO array of mag_lim slots (0 for a
 #                  class it does not cover); alloc pops it first, free pushes it while
 #                  it has room (the supply hook).
-#     sll          the TLS singly-linked free list behind it; refilled in batches from
-#                  owned slabs, half returned to them when it grows past sll_cap.
+#     sll          the TLS singly-linked list behind it: what the last refill took
+#                  from a slab (its whole free list, plus freshly carved blocks).
+#                  Frees never push here: past a full magazine a block goes straight
+#                  back onto its slab's list, so nothing has to walk cold blocks to
+#                  return them later.
 #     tid          the owning thread's id (its thread pointer), copied into each slab the
 #                  cache acquires (slab.owner_tid); a slab's `owner` points at its owner's
 #                  hak_tclass_t. free() tells "mine" from "another thread's" by comparing
@@ -27,8 +30,9 @@
 # Invariant: every block in mag[] / sll belongs to a slab this cache owns, and carries
 # the free tag (HAK_FREE_TAG_OF) in its word 1.
 from libc.stdint cimport uint64_t, uint32_t, uintptr_t, uint8_t
-from hakmem.classes cimport HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, hak_likely
-from hakmem.slab cimport hak_slab_t, hak_is_tiny, hak_slab_of, HAK_FREE_TAG_OF
+from hakmem.classes cimport HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, hak_likely, hak_unlikely
+from hakmem.slab cimport (hak_slab_t, hak_is_tiny, hak_slab_of, hak_slab_put, HAK_FREE_TAG_OF,
+                          HAK_SLAB_FULL)
 
 cdef extern from *:
     """
@@ -43,10 +47,10 @@ cdef extern from *:
         X(mag_misses,   "allocs of a covered class that found the magazine empty") \\
         X(sll_pops,     "allocs served by the TLS free list") \\
         X(mag_pushes,   "frees pushed into the magazine (the supply hook)") \\
-        X(sll_pushes,   "frees pushed onto the TLS free list") \\
+        X(slab_frees,   "frees past a full magazine, put straight back on their slab") \\
         X(remote_frees, "frees of another thread's block") \\
         X(refills,      "batch refills from slabs") \\
-        X(flushes,      "returns of half the TLS free list to slabs")
+        X(flushes,      "returns of a thread's cached blocks to slabs (thread_flush, trim, exit)")
     #define HAK_X_FIELD(name, doc) uint64_t name;
     #define HAK_X_COUNT(name, doc) + 1
     #define HAK_X_NAME(name, doc) #name,
@@ -69,11 +73,11 @@ cdef extern from *:
         uint32_t mag_lim;       /* magazine slots for this class (0 = not covered) */
         void* sll;              /* TLS free list head */
         uint32_t sll_n;         /* blocks on the list */
-        uint32_t sll_cap;       /* past this, half the list goes back to the slabs */
+        uint32_t pad_;
         uint64_t mag_hits;      /* the hot counters, one per op: see HAK_CLASS_STATS */
         uint64_t sll_pops;
         uint64_t mag_pushes;
-        uint64_t sll_pushes;
+        uint64_t slab_frees;
         void* mag[HAK_MAG_MAX_CAP];
     } hak_tclass_t;
         HAK_STATIC_ASSERT(offsetof(hak_tclass_t, mag) == 64, "hot fields fill exactly one cache line");
@@ -134,7 +138,7 @@ cdef extern from *:
         uint64_t mag_misses
         uint64_t sll_pops
         uint64_t mag_pushes
-        uint64_t sll_pushes
+        uint64_t slab_frees
         uint64_t remote_frees
         uint64_t refills
         uint64_t flushes
@@ -148,11 +152,10 @@ cdef extern from *:
         uint32_t mag_lim
         void* sll
         uint32_t sll_n
-        uint32_t sll_cap
         uint64_t mag_hits
         uint64_t sll_pops
         uint64_t mag_pushes
-        uint64_t sll_pushes
+        uint64_t slab_frees
         void* mag[HAK_MAG_MAX_CAP]
 
     ctypedef struct hak_heap_t:
@@ -209,8 +212,25 @@ cdef size_t hak_trim() noexcept nogil                        # flush + give page
 # sends every call through hak_heap_malloc_slow / hak_heap_free_slow, which abort
 # when the heap belongs to another thread.
 cdef hak_heap_t* hak_heap() noexcept nogil                   # NULL only when out of memory
+cdef void hak_slab_freed(hak_tclass_t* k, hak_slab_t* s) noexcept nogil  # see hak_owner_free
 cdef void* hak_heap_malloc_slow(hak_heap_t* h, size_t size) noexcept nogil
 cdef void hak_heap_free_slow(hak_heap_t* h, void* p) noexcept nogil
+
+
+cdef inline bint hak_owner_free(hak_tclass_t* k, hak_slab_t* s, void* p) noexcept nogil:
+    """The owning thread frees its block p of slab s (k = s.owner): a magazine push if
+    there is room, else p goes straight back onto s's list. True when s needs the
+    slow step next (hak_slab_freed): it just became empty, or it was on the full list.
+    """
+    cdef uint32_t t = k.mag_top
+    (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)
+    if hak_likely(t < k.mag_lim):              # TinyHeapV2 supply hook
+        k.mag[t] = p
+        k.mag_top = t + 1
+        k.mag_pushes += 1
+        return False
+    k.slab_frees += 1
+    return hak_slab_put(s, p) == 0 or s.state == HAK_SLAB_FULL
 
 
 cdef inline void* hak_heap_malloc(hak_heap_t* h, size_t size) noexcept nogil:
@@ -251,27 +271,28 @@ cdef inline void* hak_heap_calloc(hak_heap_t* h, size_t n, size_t size) noexcept
     return p
 
 
-cdef inline void hak_heap_free(hak_heap_t* h, void* p) noexcept nogil:
-    """hak_free(p) with the fast path (a push into h's magazine) compiled into the caller."""
-    cdef uintptr_t a = <uintptr_t>p
+cdef inline void hak_heap_free_tiny(hak_heap_t* h, void* p) noexcept nogil:
+    """hak_heap_free(h, p) for a p already known to lie in a hakmem region
+    (hak_is_tiny said so): skips the registry load."""
+    cdef hak_slab_t* s = hak_slab_of(<uintptr_t>p)
     cdef hak_tclass_t* k
-    cdef uint32_t t
-    cdef hak_slab_t* s
-    if hak_likely(hak_is_tiny(h.reg, a)):
-        s = hak_slab_of(a)
-        if hak_likely(s.owner_tid == h.tid):     # h's own block
-            k = <hak_tclass_t*>s.owner
-            t = k.mag_top
-            if hak_likely(t < k.mag_lim):
-                (<uint64_t*>p)[1] = HAK_FREE_TAG_OF(p)
-                k.mag[t] = p
-                k.mag_top = t + 1
-                k.mag_pushes += 1
-                return
+    if hak_likely(s.owner_tid == h.tid):         # h's own block
+        k = <hak_tclass_t*>s.owner
+        if hak_unlikely(hak_owner_free(k, s, p)):
+            hak_slab_freed(k, s)
+        return
+    hak_heap_free_slow(h, p)
+
+
+cdef inline void hak_heap_free(hak_heap_t* h, void* p) noexcept nogil:
+    """hak_free(p) with the fast path (a magazine push, or a push onto the block's own
+    slab) compiled into the caller."""
+    if hak_likely(hak_is_tiny(h.reg, <uintptr_t>p)):
+        hak_heap_free_tiny(h, p)
+        return
     hak_heap_free_slow(h, p)
 
 
 # ---- for hakmem's own layers (stats, pool, bench) --------------------------
 cdef void hak_stats_collect(hak_class_stats_t* out) noexcept nogil   # HAK_NCLASSES rows
-cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
-                        uint32_t sll_cap) noexcept nogil
+cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch) noexcept nogil

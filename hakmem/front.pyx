@@ -1,18 +1,17 @@
 """hakmem.front — thread caches and the nogil fast paths (hak_malloc / hak_free ...).
 
 Alloc:  direct[(size + 15) >> 4] -> class state k -> magazine pop -> TLS SLL pop
-        -> refill a batch from slabs (a slab's whole free list in O(1) when it fits).
+        -> refill from slabs: a slab's whole free list in O(1) (plus fresh blocks).
 Free:   registry says tiny? -> slab header by masking -> its owner's id (kept in the
         header, so a remote free never reads the owner's hot state) is ours?
-        -> magazine push if room (the TinyHeapV2 supply hook) else SLL push
-        -> past sll_cap return half to slabs.
+        -> magazine push if room (the TinyHeapV2 supply hook), else straight back
+        onto the slab's own list (hak_owner_free; the header line is already cached).
         Not the owner -> push onto the slab's atomic remote list (hakmem.remote).
         Not tiny -> hakmem.large.
 The fast paths do plain loads and stores only: no locks, no atomics, no syscalls,
 and no test for "this thread has no cache yet" (it has the static empty one).
 """
 from libc.stdint cimport uintptr_t, uint64_t, uint32_t, uint8_t
-from libc.stdlib cimport free as sys_free
 from libc.string cimport memset, memcpy
 
 from hakmem.classes cimport (HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, HAK_DEBUG, HAK_CANARY,
@@ -68,25 +67,25 @@ cdef const uint8_t* g_reg = hak_registry()  # copied once: the fast path reads i
 cdef pthread_mutex_t g_tc_lock             # guards the cache list and retired stats
 cdef hak_tcache_t* g_caches = NULL
 cdef hak_class_stats_t g_retired[HAK_NCLASSES]   # counters of exited threads
+cdef hak_tcache_t* g_spare = NULL      # caches of exited threads, for reuse (never freed)
 cdef uint64_t g_orphan_free[HAK_NCLASSES]        # frees by threads with no cache
 cdef pthread_key_t g_key
 # Effective configuration for caches (set from hakmem.options at import).
 cdef uint32_t g_mag_classes = HAK_NCLASSES
 cdef uint32_t g_mag_cap = 64
 cdef uint32_t g_batch = 64
-cdef uint32_t g_sll_cap = 2048
 cdef uint32_t g_epoch = 1
 # Slow paths are called through pointers set at import: a run-time store keeps the
 # C compiler from inlining them into hak_malloc/hak_free, whose fast paths then need
 # no callee-saved registers (no push/pop per call).
 ctypedef void* (*malloc_slow_fn)(size_t) noexcept nogil
-ctypedef void (*flush_fn)(hak_tclass_t*) noexcept nogil
 ctypedef void (*free_remote_fn)(hak_slab_t*, void*) noexcept nogil
 ctypedef void (*free_other_fn)(void*) noexcept nogil
+ctypedef void (*slab_freed_fn)(hak_tclass_t*, hak_slab_t*) noexcept nogil
 cdef malloc_slow_fn g_malloc_slow
-cdef flush_fn g_flush
 cdef free_remote_fn g_free_remote
 cdef free_other_fn g_free_other
+cdef slab_freed_fn g_slab_freed
 memset(g_retired, 0, sizeof(g_retired))
 memset(g_orphan_free, 0, sizeof(g_orphan_free))
 pthread_mutex_init(&g_tc_lock, NULL)
@@ -112,7 +111,7 @@ cdef inline uint32_t _class_of(hak_tcache_t* tc, hak_tclass_t* k) noexcept nogil
 
 cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
     """Copy the global configuration into a cache (its magazine must be empty)."""
-    cdef uint32_t c, size, b, cap
+    cdef uint32_t c, size, b
     cdef hak_tclass_t* k
     tc.mag_classes = g_mag_classes
     tc.mag_cap = g_mag_cap
@@ -125,30 +124,30 @@ cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
         tc.pops_mark[c] = k.sll_pops
         k.mag_lim = g_mag_cap if c < g_mag_classes else 0
         size = hak_block_size(c)
-        b = 8192 // size        # a refill moves about 8 KiB
+        b = 8192 // size        # a refill carves about 8 KiB of fresh blocks
         if b < 4:
             b = 4
         if b > g_batch:
             b = g_batch
         tc.batch[c] = b
-        cap = 131072 // size    # a thread keeps at most ~128 KiB per class
-        if cap > g_sll_cap:
-            cap = g_sll_cap
-        if cap < 2 * b:
-            cap = 2 * b
-        k.sll_cap = cap
+
 
 
 cdef hak_tcache_t* _tc_create() noexcept nogil:
-    global g_caches
+    global g_caches, g_spare
     cdef void* mem = NULL
     cdef hak_tcache_t* tc
     cdef uintptr_t tid = hak_thread_id()
     cdef uint32_t c
-    if posix_memalign(&mem, 64, sizeof(hak_tcache_t)) != 0:
+    pthread_mutex_lock(&g_tc_lock)
+    mem = g_spare
+    if mem != NULL:
+        g_spare = g_spare.gnext
+    pthread_mutex_unlock(&g_tc_lock)
+    if mem == NULL and posix_memalign(&mem, 64, sizeof(hak_tcache_t)) != 0:
         return NULL
     tc = <hak_tcache_t*>mem
-    memset(tc, 0, sizeof(hak_tcache_t))
+    memset(tc, 0, sizeof(hak_tcache_t))     # heap.tid = HAK_TID_NONE until set below
     for c in range(HAK_NCLASSES):
         tc.k[c].tid = tid
     _heap_init(&tc.heap, tc, tid)
@@ -235,10 +234,18 @@ cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
     tc.cold[c].flushes += 1
 
 
-cdef void _flush_half(hak_tclass_t* k) noexcept nogil:
-    """The free path's overflow: k's SLL passed its cap; return half of it."""
+cdef void hak_slab_freed(hak_tclass_t* k, hak_slab_t* s) noexcept nogil:
+    """The owner free's slow step (see hak_owner_free): s just became empty, or got
+    a block back while on the full list."""
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
-    _flush(tc, _class_of(tc, k), k.sll_cap // 2)
+    cdef uint32_t c = _class_of(tc, k)
+    if s.used == 0 and s != tc.cur[c]:
+        _slab_unlink(tc, c, s)
+        hak_slab_release(s)
+    elif s.state == HAK_SLAB_FULL:
+        # pymalloc's usedpools order: a slab that gets room back goes first
+        _slab_unlink(tc, c, s)
+        hak_slab_list_push(&tc.slabs[c], s)
 
 
 cdef inline void _slab_unlink(hak_tcache_t* tc, uint32_t c, hak_slab_t* s) noexcept nogil:
@@ -287,7 +294,7 @@ cdef void _tc_stats_into(hak_tcache_t* tc, hak_class_stats_t* out) noexcept nogi
         row.mag_hits = hak_atomic_load_u64(&k.mag_hits)
         row.sll_pops = hak_atomic_load_u64(&k.sll_pops)
         row.mag_pushes = hak_atomic_load_u64(&k.mag_pushes)
-        row.sll_pushes = hak_atomic_load_u64(&k.sll_pushes)
+        row.slab_frees = hak_atomic_load_u64(&k.slab_frees)
         if k.mag_lim and row.sll_pops > tc.pops_mark[c]:
             row.mag_misses += row.sll_pops - tc.pops_mark[c]
         hak_class_stats_add(&out[c], &row)
@@ -307,6 +314,18 @@ cdef void _tc_unregister(hak_tcache_t* tc) noexcept nogil:
     pthread_mutex_unlock(&g_tc_lock)
 
 
+cdef void _tc_retire(hak_tcache_t* tc) noexcept nogil:
+    """Keep an exited thread's cache for the next new thread; never free it. Code that
+    caches a heap pointer (the PEP 445 hook) may still read heap.tid after the thread
+    is gone: it must stay readable, and match no live thread until it is reused."""
+    global g_spare
+    tc.heap.tid = HAK_TID_NONE
+    pthread_mutex_lock(&g_tc_lock)
+    tc.gnext = g_spare
+    g_spare = tc
+    pthread_mutex_unlock(&g_tc_lock)
+
+
 cdef void _tc_destructor(void* arg) noexcept nogil:
     """pthread key destructor: a thread is exiting; return everything it holds."""
     cdef hak_tcache_t* tc = <hak_tcache_t*>arg
@@ -318,7 +337,7 @@ cdef void _tc_destructor(void* arg) noexcept nogil:
     _tc_release_slabs(tc, True)
     _tc_unregister(tc)
     hak_tls_set(hak_empty_cache())
-    sys_free(tc)
+    _tc_retire(tc)
 
 
 cdef void hak_thread_flush() noexcept nogil:
@@ -339,15 +358,13 @@ cdef size_t hak_trim() noexcept nogil:
     return hak_slab_trim()
 
 
-cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
-                        uint32_t sll_cap) noexcept nogil:
+cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch) noexcept nogil:
     """Set cache parameters: now for this thread, at their next refill for others."""
-    global g_mag_classes, g_mag_cap, g_batch, g_sll_cap, g_epoch
+    global g_mag_classes, g_mag_cap, g_batch, g_epoch
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     g_mag_classes = mag_classes if mag_classes <= HAK_NCLASSES else HAK_NCLASSES
     g_mag_cap = mag_cap if mag_cap <= HAK_MAG_MAX_CAP else HAK_MAG_MAX_CAP
     g_batch = batch if batch >= 1 else 1
-    g_sll_cap = sll_cap
     g_epoch += 1
     if tc != hak_empty_cache():
         _mag_drain(tc)
@@ -516,20 +533,8 @@ cdef void hak_free(void* p) noexcept nogil:
             _debug_check_free(s, p)
         if hak_likely(s.owner_tid == hak_thread_id()):
             k = <hak_tclass_t*>s.owner
-            hak_block_tag(p)
-            t = k.mag_top
-            if hak_likely(t < k.mag_lim):      # TinyHeapV2 supply hook
-                k.mag[t] = p
-                k.mag_top = t + 1
-                k.mag_pushes += 1
-                return
-            (<void**>p)[0] = k.sll
-            k.sll = p
-            n = k.sll_n + 1
-            k.sll_n = n
-            k.sll_pushes += 1
-            if hak_unlikely(n > k.sll_cap):
-                g_flush(k)
+            if hak_unlikely(hak_owner_free(k, s, p)):
+                g_slab_freed(k, s)
             return
         g_free_remote(s, p)
         return
@@ -545,7 +550,7 @@ cdef void _free_other(void* p) noexcept nogil:
 
 
 g_malloc_slow = _malloc_slow
-g_flush = _flush_half
+g_slab_freed = hak_slab_freed
 g_free_remote = _free_remote
 g_free_other = _free_other
 
@@ -681,6 +686,7 @@ cdef void _fork_child() noexcept nogil:
         nxt = tc.gnext
         if tc != me:
             _tc_stats_into(tc, g_retired)
+            tc.heap.tid = HAK_TID_NONE     # its thread is gone: a cached heap must not match
             for c in range(HAK_NCLASSES):
                 tc.k[c].tid = HAK_TID_NONE
                 s = tc.slabs[c]
@@ -694,7 +700,7 @@ cdef void _fork_child() noexcept nogil:
                 tc.k[c].mag_hits = 0
                 tc.k[c].sll_pops = 0
                 tc.k[c].mag_pushes = 0
-                tc.k[c].sll_pushes = 0
+                tc.k[c].slab_frees = 0
                 tc.pops_mark[c] = 0
             memset(tc.cold, 0, sizeof(tc.cold))
         tc = nxt
@@ -730,9 +736,9 @@ cdef double _now() noexcept nogil:
     return t.tv_sec + t.tv_nsec * 1e-9
 
 
-def configure_caches(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch, uint32_t sll_cap):
+def configure_caches(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch):
     """Set the thread-cache parameters (hakmem.configure() checks and passes them)."""
-    hak_configure(mag_classes, mag_cap, batch, sll_cap)
+    hak_configure(mag_classes, mag_cap, batch)
 
 
 def thread_cache_state():

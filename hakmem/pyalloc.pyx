@@ -35,7 +35,9 @@ from libc.string cimport memcpy, memset
 
 from hakmem.classes cimport HAK_TINY_MAX, hak_likely
 from hakmem.slab cimport hak_is_tiny, hak_registry
-from hakmem.front cimport hak_malloc, hak_calloc, hak_realloc, hak_free, hak_usable_size
+from hakmem.front cimport (hak_malloc, hak_calloc, hak_realloc, hak_free, hak_usable_size,
+                          hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_free_tiny,
+                          hak_thread_id)
 
 cdef extern from "Python.h":
     ctypedef enum PyMemAllocatorDomain:
@@ -78,6 +80,14 @@ cdef struct hook_t:
 cdef const uint8_t* g_reg = hak_registry()   # the registry's address never moves
 cdef hook_t g_hooks[2]                    # [0] = mem, [1] = obj
 memset(g_hooks, 0, sizeof(g_hooks))
+# The heap of the thread that last called the hook (the GIL serialises the hook). A
+# heap is hakmem.front's thread cache, which is never freed, only reused by a later
+# thread, and whose tid matches no live thread but its owner's: so one compare of
+# heap.tid with the caller's id tells whether the cached pointer is the caller's.
+# It starts at a heap whose tid (0) is no thread's.
+cdef hak_heap_t g_no_heap
+memset(&g_no_heap, 0, sizeof(g_no_heap))
+cdef hak_heap_t* g_heap = &g_no_heap
 
 _DOMAINS = {"mem": (0, PYMEM_DOMAIN_MEM), "obj": (1, PYMEM_DOMAIN_OBJ)}
 
@@ -87,11 +97,31 @@ cdef inline bint _ours(void* p) noexcept nogil:
     return hak_is_tiny(g_reg, <uintptr_t>p)
 
 
+cdef hak_heap_t* _heap_refresh() noexcept nogil:
+    """The caller's heap, looked up (first call on this thread since another thread
+    used the hook); NULL only when hakmem is out of memory."""
+    global g_heap
+    cdef hak_heap_t* hp = hak_heap()
+    if hp != NULL:
+        g_heap = hp
+    return hp
+
+
+cdef inline hak_heap_t* _heap() noexcept nogil:
+    cdef hak_heap_t* hp = g_heap
+    if hak_likely(hp.tid == hak_thread_id()):
+        return hp
+    return _heap_refresh()
+
+
 cdef void* _hook_malloc(void* ctx, size_t n) noexcept nogil:
     cdef hook_t* h = <hook_t*>ctx
+    cdef hak_heap_t* hp
     cdef void* p
     if hak_likely(n <= <size_t>HAK_TINY_MAX and h.active):
-        p = hak_malloc(n)          # n == 0 gets a unique 16-byte block
+        hp = _heap()
+        # n == 0 gets a unique 16-byte block; the inline pop compiles in here
+        p = hak_heap_malloc(hp, n) if hak_likely(hp != NULL) else NULL
         if hak_likely(p != NULL):
             h.tiny_allocs += 1
             return p
@@ -145,9 +175,14 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
 
 cdef void _hook_free(void* ctx, void* p) noexcept nogil:
     cdef hook_t* h = <hook_t*>ctx
+    cdef hak_heap_t* hp
     if hak_likely(_ours(p)):
         h.tiny_frees += 1
-        hak_free(p)
+        hp = _heap()
+        if hak_likely(hp != NULL):
+            hak_heap_free_tiny(hp, p)    # one registry lookup per free, not two
+        else:
+            hak_free(p)
         return
     h.old_frees += 1
     h.old.free(h.old.ctx, p)

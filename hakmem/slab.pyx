@@ -228,10 +228,10 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
     """Owner: detach free blocks as a NULL-terminated chain in head[0]; returns how many.
 
     With no local free block, the blocks other threads freed are taken whole, however
-    many (one read-only walk to count them; `used` already counts them). Otherwise a
-    local list of at most `want` blocks is taken whole in O(1) (no block is read); a
-    longer one gives its first `want`. Past the recycled blocks, fresh ones are carved
-    from the bump pointer, up to `want` in all.
+    many (one read-only walk to count them; `used` already counts them). Otherwise the
+    whole local list is taken in O(1), whatever its length (`nfree` counts it; no
+    block is read). Past the recycled blocks, fresh ones are carved from the bump
+    pointer, up to `want` in all.
     """
     cdef uint32_t n = 0
     cdef uint32_t stride
@@ -251,22 +251,14 @@ cdef uint32_t hak_slab_take(hak_slab_t* s, uint32_t want, void** head) noexcept 
             head[0] = first
             return n
     # Recycled blocks first: they are warm and already carry the free tag.
-    p = s.local_free
-    if p != NULL:
-        first = p
-        if s.nfree <= want:
-            n = s.nfree
-            s.local_free = NULL
-        else:
-            n = 1
-            while n < want:
-                if HAK_DEBUG and (<void**>p)[0] != NULL:
-                    _debug_check_link(s, p)
-                p = (<void**>p)[0]
-                n += 1
-            s.local_free = (<void**>p)[0]
-            (<void**>p)[0] = NULL
-        s.nfree -= n
+    # The whole local list, however long, in O(1): no block is read here. Walking
+    # it to cut a batch would chase cold links one dependent miss at a time; popped
+    # one per malloc instead, each miss overlaps the caller's own work.
+    first = s.local_free
+    if first != NULL:
+        n = s.nfree
+        s.local_free = NULL
+        s.nfree = 0
     if n < want and s.bump < s.end:
         # Carve fresh blocks in ascending address order, ahead of any recycled ones:
         # consecutive allocations then walk memory upwards, as the prefetcher expects.

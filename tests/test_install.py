@@ -304,6 +304,46 @@ def test_threads_under_install(installed):
     del live, objs, results
 
 
+@inproc
+def test_short_lived_threads_reuse_caches_under_install(installed):
+    """Waves of threads that start, allocate under the hook and exit: the hook's cached
+    heap of a dead thread must never be used by the next thread (thread caches are
+    reused, and a new thread often gets the dead one's thread pointer). Objects made
+    by dead threads are checked and freed by the main thread afterwards."""
+    kept = []
+    errors = []
+
+    def worker(w, t):
+        try:
+            mine = [("w%d_t%d_%d" % (w, t, i), [i, float(i)]) for i in range(2000)]
+            addrs = [hakmem.malloc(32) for _ in range(200)]   # GIL released inside
+            assert len(set(addrs)) == len(addrs)
+            for a in addrs:
+                hakmem.free(a)
+            kept.append((w, t, mine[::7]))
+        except Exception as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    for w in range(12):
+        ts = [threading.Thread(target=worker, args=(w, t)) for t in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        garbage = [{"x": i} for i in range(500)]     # the main thread allocates between waves
+        del garbage
+    assert not errors
+    assert len(kept) == 36
+    objs = []
+    for w, t, mine in kept:
+        for name, v in mine:
+            i = int(name.rsplit("_", 1)[1])
+            assert name == "w%d_t%d_%d" % (w, t, i) and v == [i, float(i)]
+            objs += [name, v]
+    assert len({id(o) for o in objs}) == len(objs)
+    kept.clear()
+
+
 # ---- API errors ---------------------------------------------------------------------
 @inproc
 def test_double_install_and_uninstall_without_install():
@@ -461,4 +501,4 @@ def test_cpython_suite_subset_under_hakmem(tmp_path):
     assert time.perf_counter() - t0 < 300
 
 
-N_INPROC = 13   # @inproc test items (a parametrized test counts once per parameter)
+N_INPROC = 14   # @inproc test items (a parametrized test counts once per parameter)

@@ -166,6 +166,16 @@ def test_thread_churn_1000_pthreads(trimmed):
     assert _counters()["bytes_mapped"] <= before["bytes_mapped"]
 
 
+def test_dead_threads_heap_never_matches_the_next_thread():
+    """The PEP 445 hook caches the last caller's heap and trusts it when heap.tid is the
+    caller's id. Thread caches are reused, never freed, and a dead thread's id is
+    cleared, so a new thread that gets the dead one's thread pointer (glibc reuses
+    stacks) never matches a stale heap that is not its own."""
+    reused, bad = _testing.stale_heap_rounds(100)
+    assert bad == 0
+    assert reused > 0, "the scenario never happened: no thread pointer was reused"
+
+
 def test_thread_churn_python_threads(trimmed):
     """The same through Python threads and the Python API (thread-exit path of
     interpreter threads)."""

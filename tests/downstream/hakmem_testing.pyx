@@ -10,6 +10,7 @@ the core's sanitizer flags when HAKMEM_SANITIZE is set; wheels never ship it.
   Every thread keeps counts and id checksums, so the caller can prove that every
   block was freed exactly once and none was handed out twice.
 - ``churn()``: waves of short-lived pthreads that allocate, cache and exit.
+- ``stale_heap_rounds()``: a dead thread's heap pointer against the next thread's id.
 - ``raw_*``: the unchecked C API (``hak_free`` without the liveness check the Python
   ``free`` does), so tests can provoke the debug build's aborts.
 """
@@ -18,7 +19,8 @@ from libc.stdlib cimport calloc as sys_calloc, free as sys_free
 from libc.string cimport memset
 
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_realloc, hak_free,
-                           hak_thread_flush)
+                           hak_thread_flush, hak_heap_t, hak_heap, hak_heap_malloc,
+                           hak_heap_free, hak_thread_id)
 from hakmem.slab cimport hak_slab_stats_t, hak_slab_get_stats
 
 cdef extern from *:
@@ -627,7 +629,7 @@ def watch_stats(double seconds):
             f = 0
             for c in range(HAK_NCLASSES):
                 a += st[c].mag_hits + st[c].sll_pops
-                f += st[c].mag_pushes + st[c].sll_pushes + st[c].remote_frees
+                f += st[c].mag_pushes + st[c].slab_frees + st[c].remote_frees
             if a < pa or f < pf:
                 drops += 1
             pa = a
@@ -638,3 +640,56 @@ def watch_stats(double seconds):
                 if (t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) * 1e-9 > seconds:
                     break
     return reads, drops
+
+
+# ---- a dead thread's heap pointer (what the PEP 445 hook caches) -------------------
+cdef struct stale_t:
+    hak_heap_t* heap        # set by the first thread: its heap
+    uintptr_t tid           # ... and its id
+    int reused_id           # second thread: it got the dead thread's id
+    int bad                 # second thread: the stale heap matched its id but is not its heap
+
+
+cdef void* _stale_first(void* arg) noexcept nogil:
+    cdef stale_t* st = <stale_t*>arg
+    cdef hak_heap_t* h = hak_heap()
+    hak_heap_free(h, hak_heap_malloc(h, 64))
+    st.heap = h
+    st.tid = hak_thread_id()
+    return NULL
+
+
+cdef void* _stale_second(void* arg) noexcept nogil:
+    cdef stale_t* st = <stale_t*>arg
+    cdef uintptr_t me = hak_thread_id()
+    cdef hak_heap_t* mine
+    st.reused_id = me == st.tid
+    if st.heap.tid == me:               # before this thread has a cache of its own
+        st.bad = 1
+    mine = hak_heap()                   # may reuse the dead thread's cache
+    if st.heap.tid == me and st.heap != mine:
+        st.bad = 1
+    hak_heap_free(mine, hak_heap_malloc(mine, 64))
+    return NULL
+
+
+def stale_heap_rounds(int rounds=50):
+    """Start a thread that takes its heap and exits, then a second one: a heap pointer
+    kept from the dead thread must never match the second thread's id unless it is
+    now that thread's own heap. Returns (rounds where the second thread got the dead
+    one's thread id, rounds where the stale pointer would have been misused)."""
+    cdef stale_t st
+    cdef pthread_t t
+    cdef int i, reused = 0, bad = 0
+    with nogil:
+        for i in range(rounds):
+            memset(&st, 0, sizeof(st))
+            if pthread_create(&t, NULL, _stale_first, &st) != 0:
+                break
+            pthread_join(t, NULL)
+            if pthread_create(&t, NULL, _stale_second, &st) != 0:
+                break
+            pthread_join(t, NULL)
+            reused += st.reused_id
+            bad += st.bad
+    return reused, bad

@@ -564,3 +564,41 @@ def test_instructions_without_valgrind_is_one_clear_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("hakmem bench: error: --instructions needs valgrind")
     assert len(r.stderr.splitlines()) == 1
+
+
+# ---- tools/pyperf_compare.py (pyperformance under pymalloc vs hakmem) --------------
+def _pyperf_compare():
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "tools", "pyperf_compare.py")
+    spec = importlib.util.spec_from_file_location("pyperf_compare", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pyperf_compare_summary_ratios_and_peak_rss(tmp_path):
+    pyperf = pytest.importorskip("pyperf")
+    pc = _pyperf_compare()
+
+    def suite(side, times, rss_mib):
+        benches = [pyperf.Benchmark([pyperf.Run([t, t * 1.01], metadata={
+            "name": name, "loops": 1, "mem_max_rss": rss_mib[name] << 20},
+            collect_metadata=False)]) for name, t in times.items()]
+        pyperf.BenchmarkSuite(benches).dump(str(tmp_path / (side + ".json")))
+
+    suite("pymalloc", {"fast": 0.002, "slow": 0.001}, {"fast": 100, "slow": 40})
+    suite("hakmem", {"fast": 0.001, "slow": 0.00125}, {"fast": 105, "slow": 40})
+    rows = {line.split()[0]: line.split() for line in pc.summarize(str(tmp_path)).splitlines()}
+    assert rows["fast"][3] == "2.000x" and rows["fast"][4] == "1.050x"
+    assert rows["slow"][3] == "0.800x" and rows["slow"][4] == "1.000x"
+    assert rows["geometric"][2:4] == ["1.265x", "1.025x"]   # sqrt(2.0 * 0.8), sqrt(1.05)
+    assert "slowest: 0.800x; largest peak RSS: 1.050x" in pc.summarize(str(tmp_path))
+
+
+def test_pyperf_compare_refuses_unknown_benchmarks(capsys):
+    pytest.importorskip("pyperformance")
+    pc = _pyperf_compare()
+    with pytest.raises(SystemExit):
+        pc.main(["-b", "json_dumps,no_such_benchmark"])
+    assert "no_such_benchmark" in capsys.readouterr().err

@@ -572,13 +572,17 @@ def run(opts: Options) -> Dict[str, Any]:
 
 
 def _python_programs(opts: Options) -> Dict[str, Any]:
-    """Python programs (dicts, json, strings, re, object trees) with hakmem installed
-    as CPython's allocator vs pymalloc, each side in fresh interpreters."""
+    """Python programs (dicts, json, strings, re, object trees, ast, xml, sorting,
+    graphs, deepcopy, pprint, GC cycles) with hakmem installed as CPython's allocator
+    vs pymalloc, each program and side in its own fresh interpreter."""
     from hakmem.bench import programs
     res = programs.compare(repeat=2 if opts.quick else 5, rounds=1 if opts.quick else 2)
-    ratios = [v["ratio"] for v in res.values()]
-    geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    return {"workloads": res, "geomean_ratio": geo, "unit": "CPU seconds, best of runs",
+
+    def geo(key: str) -> float:
+        return math.exp(sum(math.log(v[key]) for v in res.values()) / len(res))
+    return {"workloads": res, "geomean_ratio": geo("ratio"),
+            "geomean_rss_ratio": geo("rss_ratio"),
+            "unit": "CPU seconds, best of runs; peak RSS in MiB, lowest of runs",
             "table": programs.format_compare(res)}
 
 

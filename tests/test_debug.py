@@ -109,11 +109,11 @@ CASES = {
         T.raw_malloc(16)
         """, "write after free (free tag overwritten)", 0, 16),
     "write_after_free_link": ("""
-        hakmem.configure(mag_classes=4)    # class 12 outside the magazine: free list
-        a = T.raw_malloc(300); show(a)
-        T.raw_free(a)
-        ctypes.memset(a, 0x41, 8)
-        T.raw_malloc(300); T.raw_malloc(300)
+        hakmem.configure(mag_classes=4)    # class 12 outside the magazine: a free goes
+        a = T.raw_malloc(300); show(a)     # straight back onto its slab's list; a later
+        T.raw_free(a)                      # refill takes that list whole, and popping a
+        ctypes.memset(a, 0x41, 8)          # finds its link overwritten
+        for _ in range(100): T.raw_malloc(300)
         """, "write after free (free-list link overwritten)", 12, 320),
     "write_after_free_link_in_slab": ("""
         keep = T.raw_malloc(300)

@@ -46,9 +46,11 @@ cdef extern from *:
     #if defined(__GNUC__)
     #define hak_likely(x) __builtin_expect(!!(x), 1)
     #define hak_unlikely(x) __builtin_expect(!!(x), 0)
+    #define hak_prefetch(p) __builtin_prefetch((p), 1, 3)   /* for writing, keep cached */
     #else
     #define hak_likely(x) (x)
     #define hak_unlikely(x) (x)
+    #define hak_prefetch(p) ((void)(p))
     #endif
     #endif
     """
@@ -66,3 +68,4 @@ cdef extern from *:
     uint32_t hak_stride(uint32_t c) nogil
     bint hak_likely(bint) nogil
     bint hak_unlikely(bint) nogil
+    void hak_prefetch(const void* p) nogil

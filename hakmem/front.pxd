@@ -30,7 +30,8 @@
 # Invariant: every block in mag[] / sll belongs to a slab this cache owns, and carries
 # the free tag (HAK_FREE_TAG_OF) in its word 1.
 from libc.stdint cimport uint64_t, uint32_t, uintptr_t, uint8_t
-from hakmem.classes cimport HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, hak_likely, hak_unlikely
+from hakmem.classes cimport (HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, hak_likely, hak_unlikely,
+                             hak_prefetch)
 from hakmem.slab cimport (hak_slab_t, hak_is_tiny, hak_slab_of, hak_slab_put, HAK_FREE_TAG_OF,
                           HAK_SLAB_FULL)
 
@@ -233,6 +234,19 @@ cdef inline bint hak_owner_free(hak_tclass_t* k, hak_slab_t* s, void* p) noexcep
     return hak_slab_put(s, p) == 0 or s.state == HAK_SLAB_FULL
 
 
+cdef inline void* hak_sll_pop(hak_tclass_t* k, void* p) noexcept nogil:
+    """Unlink p, the head of k's SLL, and hand it out. The SLL is what a refill took
+    from a slab, cold as a rule: the next head is prefetched now, so the next pop
+    finds its link in cache instead of waiting on a dependent miss."""
+    cdef void* nxt = (<void**>p)[0]
+    k.sll = nxt
+    k.sll_n -= 1
+    k.sll_pops += 1
+    hak_prefetch(nxt)
+    (<uint64_t*>p)[1] = 0          # clear the free tag
+    return p
+
+
 cdef inline void* hak_heap_malloc(hak_heap_t* h, size_t size) noexcept nogil:
     """hak_malloc(size) with the fast path compiled into the caller."""
     cdef hak_tclass_t* k
@@ -250,11 +264,7 @@ cdef inline void* hak_heap_malloc(hak_heap_t* h, size_t size) noexcept nogil:
             return p
         p = k.sll
         if p != NULL:
-            k.sll = (<void**>p)[0]
-            k.sll_n -= 1
-            k.sll_pops += 1
-            (<uint64_t*>p)[1] = 0
-            return p
+            return hak_sll_pop(k, p)
     return hak_heap_malloc_slow(h, size)
 
 

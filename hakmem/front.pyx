@@ -432,11 +432,7 @@ cdef void* _malloc_slow(size_t n) noexcept nogil:
     p = k.sll
     if HAK_DEBUG:
         hak_debug_check_alloc(g_reg, p, c, True)
-    k.sll = (<void**>p)[0]
-    k.sll_n -= 1
-    k.sll_pops += 1
-    (<uint64_t*>p)[1] = 0
-    return p
+    return hak_sll_pop(k, p)
 
 
 cdef void* hak_malloc(size_t size) noexcept nogil:
@@ -460,11 +456,7 @@ cdef void* hak_malloc(size_t size) noexcept nogil:
         if hak_likely(p != NULL):
             if HAK_DEBUG:
                 hak_debug_check_alloc(g_reg, p, _class_of(tc, k), True)
-            k.sll = (<void**>p)[0]
-            k.sll_n -= 1
-            k.sll_pops += 1
-            (<uint64_t*>p)[1] = 0
-            return p
+            return hak_sll_pop(k, p)
     return g_malloc_slow(size)
 
 

@@ -33,8 +33,8 @@ The raw domain (called without the GIL) is never touched.
 from libc.stdint cimport uintptr_t, uint64_t, uint8_t
 from libc.string cimport memcpy, memset
 
-from hakmem.classes cimport HAK_TINY_MAX, hak_likely
-from hakmem.slab cimport hak_is_tiny, hak_registry
+from hakmem.classes cimport HAK_TINY_MAX, hak_likely, hak_unlikely
+from hakmem.slab cimport hak_is_tiny, hak_registry, hak_slab_purge_idle, HAK_IDLE_LARGE_BYTES
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_realloc, hak_free, hak_usable_size,
                           hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_free_tiny,
                           hak_thread_id)
@@ -88,6 +88,8 @@ memset(g_hooks, 0, sizeof(g_hooks))
 cdef hak_heap_t g_no_heap
 memset(&g_no_heap, 0, sizeof(g_no_heap))
 cdef hak_heap_t* g_heap = &g_no_heap
+# Bytes of large requests passed to the old allocator since the last idle-purge check.
+cdef size_t g_large_bytes = 0
 
 _DOMAINS = {"mem": (0, PYMEM_DOMAIN_MEM), "obj": (1, PYMEM_DOMAIN_OBJ)}
 
@@ -95,6 +97,17 @@ _DOMAINS = {"mem": (0, PYMEM_DOMAIN_MEM), "obj": (1, PYMEM_DOMAIN_OBJ)}
 # ---- the hook functions (called by CPython with the GIL held) -------------------
 cdef inline bint _ours(void* p) noexcept nogil:
     return hak_is_tiny(g_reg, <uintptr_t>p)
+
+
+cdef inline void _large(size_t n) noexcept nogil:
+    """A large request went to the old allocator. Every few MiB of them, hakmem's idle
+    empty slabs go back to the OS if no small-block work has needed one since: the
+    memory pymalloc gives back by freeing empty arenas, hakmem gives back here."""
+    global g_large_bytes
+    g_large_bytes += n
+    if hak_unlikely(g_large_bytes >= HAK_IDLE_LARGE_BYTES):
+        g_large_bytes = 0
+        hak_slab_purge_idle()
 
 
 cdef hak_heap_t* _heap_refresh() noexcept nogil:
@@ -127,6 +140,8 @@ cdef void* _hook_malloc(void* ctx, size_t n) noexcept nogil:
             return p
         h.oom_fallbacks += 1
     h.old_allocs += 1
+    if n > <size_t>HAK_TINY_MAX:
+        _large(n)
     return h.old.malloc(h.old.ctx, n)
 
 
@@ -141,13 +156,17 @@ cdef void* _hook_calloc(void* ctx, size_t nelem, size_t elsize) noexcept nogil:
             return p
         h.oom_fallbacks += 1
     h.old_allocs += 1
+    if not hak_tiny_product(nelem, elsize, &total):
+        _large(total)          # (wrapped if it overflowed: old.calloc refuses that anyway)
     return h.old.calloc(h.old.ctx, nelem, elsize)
 
 
 cdef void* _move_out(hook_t* h, void* p, size_t n) noexcept nogil:
     """Realloc of a hakmem block into the old allocator: copy, then free ours."""
     cdef size_t have = hak_usable_size(p)
-    cdef void* q = h.old.malloc(h.old.ctx, n)
+    cdef void* q
+    _large(n)
+    q = h.old.malloc(h.old.ctx, n)
     if q == NULL:
         return NULL                # p untouched, as realloc promises
     memcpy(q, p, n if n < have else have)
@@ -170,6 +189,8 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
             h.oom_fallbacks += 1
         return _move_out(h, p, n)
     h.old_reallocs += 1
+    if n > <size_t>HAK_TINY_MAX:
+        _large(n)
     return h.old.realloc(h.old.ctx, p, n)
 
 

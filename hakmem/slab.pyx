@@ -47,6 +47,9 @@ cdef size_t g_page = <size_t>sysconf(_SC_PAGESIZE)
 # given back to the OS, and wholly empty regions are unmapped. 0 = only trim() does it.
 cdef uint32_t g_purge_keep = 64
 cdef uint32_t g_dirty = 0             # pooled slabs with resident pages
+# hak_slab_purge_idle: slabs taken from the pool, and that count at its last call
+cdef uint64_t g_pool_takes = 0
+cdef uint64_t g_takes_at_idle_check = 0
 memset(g_abandoned, 0, sizeof(g_abandoned))
 memset(&g_st, 0, sizeof(g_st))
 
@@ -134,7 +137,7 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid
 
     Returns NULL when no memory can be mapped.
     """
-    global g_dirty
+    global g_dirty, g_pool_takes
     cdef hak_slab_t* s
     cdef hak_region_t* r
     pthread_mutex_lock(&g_lock)
@@ -148,6 +151,7 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid
             return NULL
         s = g_pool
         hak_slab_list_remove(&g_pool, s)
+        g_pool_takes += 1
         r = hak_region_of_slab(s)
         r.npooled -= 1
         g_st.slabs_pooled -= 1
@@ -401,6 +405,24 @@ cdef size_t hak_slab_trim() noexcept nogil:
     freed += _unmap_empty_regions()
     freed += _purge(0)
     g_st.bytes_trimmed += freed
+    pthread_mutex_unlock(&g_lock)
+    return freed
+
+
+cdef size_t hak_slab_purge_idle() noexcept nogil:
+    """The program has moved on from small blocks: if no slab left the pool since the
+    last call, give back the pages of all but HAK_IDLE_RESERVE empty slabs (and unmap
+    wholly empty regions), so another allocator can use the memory. Called by the
+    PEP 445 hook after every HAK_IDLE_LARGE_BYTES of large requests; a no-op under
+    HAKMEM_PURGE_KEEP=0. Returns bytes given back."""
+    global g_takes_at_idle_check
+    cdef size_t freed = 0
+    pthread_mutex_lock(&g_lock)
+    if g_purge_keep and g_pool_takes == g_takes_at_idle_check and g_dirty > HAK_IDLE_RESERVE:
+        g_st.purges += 1
+        freed = _purge(HAK_IDLE_RESERVE)
+        g_st.bytes_purged += freed
+    g_takes_at_idle_check = g_pool_takes
     pthread_mutex_unlock(&g_lock)
     return freed
 

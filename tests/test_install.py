@@ -344,6 +344,25 @@ def test_short_lived_threads_reuse_caches_under_install(installed):
     kept.clear()
 
 
+@inproc
+def test_idle_empty_slabs_go_back_when_large_requests_follow(installed):
+    """Small objects built and dropped leave empty slabs in the pool. When the program
+    then makes only large requests (which the hook passes to the old allocator), those
+    slabs' pages go back to the OS after a few MiB of them, as pymalloc frees its empty
+    arenas; nobody calls trim()."""
+    objs = [(i, "s%d" % i, [i]) for i in range(200_000)]
+    del objs
+    gc.collect()
+    before = hakmem.stats()
+    big = []
+    for _ in range(3):
+        big += [bytes(256 * 1024) for _ in range(20)]   # 15 MiB of large requests
+    after = hakmem.stats()
+    assert after["purges"] > before["purges"]
+    assert after["bytes_purged"] - before["bytes_purged"] >= 32 * 60 * 1024
+    del big
+
+
 # ---- API errors ---------------------------------------------------------------------
 @inproc
 def test_double_install_and_uninstall_without_install():
@@ -501,4 +520,4 @@ def test_cpython_suite_subset_under_hakmem(tmp_path):
     assert time.perf_counter() - t0 < 300
 
 
-N_INPROC = 14   # @inproc test items (a parametrized test counts once per parameter)
+N_INPROC = 15   # @inproc test items (a parametrized test counts once per parameter)

@@ -52,6 +52,7 @@ except ConfigError as _e:
 from hakmem import classes as _classes  # noqa: E402  (self-checks the size table)
 from hakmem import front as _front      # noqa: E402
 from hakmem import slab as _slab        # noqa: E402
+from hakmem import pyalloc as _pyalloc  # noqa: E402
 from hakmem.pyalloc import install, uninstall, installed  # noqa: E402
 # The records layer needs numpy; the allocator does not. Its names load on first use
 # (PEP 562), so `import hakmem` and `python -m hakmem run` cost no numpy import. The
@@ -134,6 +135,7 @@ def _apply(cfg):
     _front.configure_caches(cfg["mag_classes"] if cfg["heap_v2"] else 0, cfg["mag_cap"],
                       cfg["refill_batch"])
     _slab.set_purge(cfg["purge_keep"])
+    _pyalloc.set_limit(cfg["hook_max"])
 
 
 _apply(_CONFIG)
@@ -141,7 +143,7 @@ _warn_environment()
 
 
 # Settings configure() may change; the rest act at import only.
-_RUNTIME_KEYS = ("heap_v2", "mag_cap", "mag_classes", "refill_batch", "purge_keep")
+_RUNTIME_KEYS = ("heap_v2", "mag_cap", "mag_classes", "refill_batch", "purge_keep", "hook_max")
 
 
 def config():

@@ -105,6 +105,8 @@ SWITCHES = (
            "Most fresh blocks a refill carves for a thread (a slab's free list is always taken whole)."),
     Switch("HAKMEM_PURGE_KEEP", "purge_keep", 64, _int_parser(0, 1 << 20),
            "Empty 64 KiB slabs kept resident; past twice this many, the coldest go back to the OS and empty regions are unmapped (0 = only trim() does)."),
+    Switch("HAKMEM_HOOK_MAX", "hook_max", 512, _int_parser(1, 1024),
+           "Largest request the PEP 445 hook serves from hakmem (512 = pymalloc's own limit); larger ones go to the previous allocator."),
     Switch("HAKMEM_STATS", "stats_at_exit", False, _parse_bool,
            "Print the stats table to stderr at interpreter exit."),
     Switch("HAKMEM_INSTALL", "install_at_import", (), _parse_domains,

@@ -289,6 +289,10 @@ def test_config_and_configure():
         hakmem.configure(bogus=1)
     with pytest.raises(hakmem.ConfigError, match="HAKMEM_TINY_MAG_CAP"):
         hakmem.configure(mag_cap=1000)
+    assert cfg["hook_max"] == 512
+    for bad in (0, 1025):
+        with pytest.raises(hakmem.ConfigError, match="HAKMEM_HOOK_MAX"):
+            hakmem.configure(hook_max=bad)
     assert hakmem.config() == cfg
 
 

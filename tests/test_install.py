@@ -169,16 +169,27 @@ def test_blocks_from_before_install_are_freed_by_the_old_allocator():
         hakmem.uninstall()
 
 
+@pytest.mark.parametrize("lim", [512, 1024])
 @pytest.mark.parametrize("dom", ["PyMem", "PyObject"])
 @inproc
-def test_c_api_sizes_realloc_across_the_boundary(installed, dom):
+def test_c_api_sizes_realloc_across_the_boundary(installed, dom, lim):
+    """HAKMEM_HOOK_MAX (hook_max) decides which requests hakmem serves: at most lim."""
     malloc, realloc, free = api(dom, "Malloc"), api(dom, "Realloc"), api(dom, "Free")
-    sizes = [0, 1, 15, 16, 100, 512, 1000, 1024, 1025, 4096, 100_000]
+    sizes = [0, 1, 15, 16, 100, 512, 513, 1000, 1024, 1025, 4096, 100_000]
+    default = hakmem.config()["hook_max"]
+    hakmem.configure(hook_max=lim)
+    try:
+        _sizes_across(malloc, realloc, free, sizes, lim)
+    finally:
+        hakmem.configure(hook_max=default)
+
+
+def _sizes_across(malloc, realloc, free, sizes, lim):
     for n in sizes:
         for m in sizes:
             p = malloc(n)
             assert p, (n, "NULL")
-            assert ours(p) == (n <= 1024), (n, m)
+            assert ours(p) == (n <= lim), (n, m)
             ctypes.memset(p, 0xAB, n)
             if n:
                 ctypes.memset(p, 0x11, 1)
@@ -189,7 +200,7 @@ def test_c_api_sizes_realloc_across_the_boundary(installed, dom):
             assert data == (b"\x11" + b"\xab" * (k - 1) if k else b""), (n, m)
             # tiny -> tiny stays in hakmem, tiny -> big moves to the old allocator,
             # a block of the old allocator stays there (its size is unknown to us).
-            assert ours(q) == (n <= 1024 and m <= 1024), (n, m)
+            assert ours(q) == (n <= lim and m <= lim), (n, m)
             free(q)
 
 
@@ -220,10 +231,11 @@ def test_calloc_zeroed_and_overflow(installed, dom):
         ctypes.memset(p, 0xFF, 1024)
     for p in dirty:
         free(p)
-    for nelem, size in [(1, 1024), (64, 16), (3, 100), (1, 5000), (10, 1000)]:
+    lim = hakmem.config()["hook_max"]
+    for nelem, size in [(1, 1024), (1, 512), (64, 8), (3, 100), (1, 5000), (10, 1000)]:
         p = calloc(nelem, size)
         assert p and ctypes.string_at(p, nelem * size) == bytes(nelem * size)
-        assert ours(p) == (nelem * size <= 1024)
+        assert ours(p) == (nelem * size <= lim)
         free(p)
     assert not calloc(2 ** 62, 16)                           # overflow -> NULL, no crash
 
@@ -520,4 +532,4 @@ def test_cpython_suite_subset_under_hakmem(tmp_path):
     assert time.perf_counter() - t0 < 300
 
 
-N_INPROC = 15   # @inproc test items (a parametrized test counts once per parameter)
+N_INPROC = 17   # @inproc test items (a parametrized test counts once per parameter)

@@ -160,7 +160,11 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid
         if s.dirty:
             s.dirty = 0
             g_dirty -= 1
-        _slab_format(s, cls)
+        # A slab emptied by this class comes back as it left: its whole free list is
+        # intact and tagged, so the next refill takes it in O(1) instead of carving
+        # (and touching) every block again. capacity == 0: never formatted.
+        if not (s.capacity and s.cls == cls and s.committed and s.remote_free == NULL):
+            _slab_format(s, cls)
     s.state = HAK_SLAB_ACTIVE
     s.owner = owner
     s.owner_tid = owner_tid

@@ -133,7 +133,7 @@ def _warn_environment():
 
 def _apply(cfg):
     _front.configure_caches(cfg["mag_classes"] if cfg["heap_v2"] else 0, cfg["mag_cap"],
-                      cfg["refill_batch"])
+                      cfg["refill_batch"], cfg["sll_cap"])
     _slab.set_purge(cfg["purge_keep"])
     _pyalloc.set_limit(cfg["hook_max"])
 
@@ -143,7 +143,7 @@ _warn_environment()
 
 
 # Settings configure() may change; the rest act at import only.
-_RUNTIME_KEYS = ("heap_v2", "mag_cap", "mag_classes", "refill_batch", "purge_keep", "hook_max")
+_RUNTIME_KEYS = ("heap_v2", "mag_cap", "mag_classes", "refill_batch", "sll_cap", "purge_keep", "hook_max")
 
 
 def config():

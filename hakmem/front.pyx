@@ -75,6 +75,7 @@ cdef uint32_t g_mag_classes = HAK_NCLASSES
 cdef uint32_t g_mag_cap = 64
 cdef uint32_t g_batch = 64
 cdef uint32_t g_epoch = 1
+cdef uint32_t g_sll_cap = 2048         # HAKMEM_TINY_SLL_CAP
 # Slow paths are called through pointers set at import: a run-time store keeps the
 # C compiler from inlining them into hak_malloc/hak_free, whose fast paths then need
 # no callee-saved registers (no push/pop per call).
@@ -111,7 +112,7 @@ cdef inline uint32_t _class_of(hak_tcache_t* tc, hak_tclass_t* k) noexcept nogil
 
 cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
     """Copy the global configuration into a cache (its magazine must be empty)."""
-    cdef uint32_t c, size, b
+    cdef uint32_t c, size, b, cap
     cdef hak_tclass_t* k
     tc.mag_classes = g_mag_classes
     tc.mag_cap = g_mag_cap
@@ -130,6 +131,8 @@ cdef void _tc_apply(hak_tcache_t* tc) noexcept nogil:
         if b > g_batch:
             b = g_batch
         tc.batch[c] = b
+        cap = 131072 // size    # frees keep at most ~128 KiB per class on the list
+        k.sll_cap = cap if cap < g_sll_cap else g_sll_cap
 
 
 
@@ -148,8 +151,6 @@ cdef hak_tcache_t* _tc_create() noexcept nogil:
         return NULL
     tc = <hak_tcache_t*>mem
     memset(tc, 0, sizeof(hak_tcache_t))     # heap.tid = HAK_TID_NONE until set below
-    for c in range(HAK_NCLASSES):
-        tc.k[c].tid = tid
     _heap_init(&tc.heap, tc, tid)
     _heap_init(&tc.decoy, NULL, HAK_TID_DECOY)
     _tc_apply(tc)
@@ -294,6 +295,7 @@ cdef void _tc_stats_into(hak_tcache_t* tc, hak_class_stats_t* out) noexcept nogi
         row.mag_hits = hak_atomic_load_u64(&k.mag_hits)
         row.sll_pops = hak_atomic_load_u64(&k.sll_pops)
         row.mag_pushes = hak_atomic_load_u64(&k.mag_pushes)
+        row.sll_pushes = hak_atomic_load_u64(&k.sll_pushes)
         row.slab_frees = hak_atomic_load_u64(&k.slab_frees)
         if k.mag_lim and row.sll_pops > tc.pops_mark[c]:
             row.mag_misses += row.sll_pops - tc.pops_mark[c]
@@ -358,13 +360,15 @@ cdef size_t hak_trim() noexcept nogil:
     return hak_slab_trim()
 
 
-cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch) noexcept nogil:
+cdef void hak_configure(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch,
+                        uint32_t sll_cap) noexcept nogil:
     """Set cache parameters: now for this thread, at their next refill for others."""
-    global g_mag_classes, g_mag_cap, g_batch, g_epoch
+    global g_mag_classes, g_mag_cap, g_batch, g_sll_cap, g_epoch
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     g_mag_classes = mag_classes if mag_classes <= HAK_NCLASSES else HAK_NCLASSES
     g_mag_cap = mag_cap if mag_cap <= HAK_MAG_MAX_CAP else HAK_MAG_MAX_CAP
     g_batch = batch if batch >= 1 else 1
+    g_sll_cap = sll_cap
     g_epoch += 1
     if tc != hak_empty_cache():
         _mag_drain(tc)
@@ -403,7 +407,7 @@ cdef int _refill(hak_tcache_t* tc, uint32_t c) noexcept nogil:
                     break
             s = nxt
     while n == 0:
-        s = hak_slab_acquire(c, &tc.k[c], tc.k[c].tid)
+        s = hak_slab_acquire(c, &tc.k[c], tc.heap.tid)
         if s == NULL:
             return 0
         hak_slab_list_push(&tc.slabs[c], s)
@@ -525,7 +529,7 @@ cdef void hak_free(void* p) noexcept nogil:
             _debug_check_free(s, p)
         if hak_likely(s.owner_tid == hak_thread_id()):
             k = <hak_tclass_t*>s.owner
-            if hak_unlikely(hak_owner_free(k, s, p)):
+            if hak_unlikely(hak_owner_free(k, s, p, True)):
                 g_slab_freed(k, s)
             return
         g_free_remote(s, p)
@@ -611,10 +615,9 @@ cdef void* hak_realloc(void* p, size_t size) noexcept nogil:
     if p == NULL:
         return hak_malloc(size)
     if hak_region_of(g_reg, a) != NULL:
-        old = hak_block_size(hak_slab_of(a).cls)
-        # Stay in place if it fits and would not waste more than half the block.
-        if size <= old and (size * 2 > old or old == 16):
+        if hak_realloc_stays(p, size):
             return p
+        old = hak_block_size(hak_slab_of(a).cls)
     else:
         old = hak_large_usable(p)
         if size > <size_t>HAK_TINY_MAX:
@@ -680,7 +683,6 @@ cdef void _fork_child() noexcept nogil:
             _tc_stats_into(tc, g_retired)
             tc.heap.tid = HAK_TID_NONE     # its thread is gone: a cached heap must not match
             for c in range(HAK_NCLASSES):
-                tc.k[c].tid = HAK_TID_NONE
                 s = tc.slabs[c]
                 while s != NULL:
                     hak_slab_disown(s)
@@ -692,6 +694,7 @@ cdef void _fork_child() noexcept nogil:
                 tc.k[c].mag_hits = 0
                 tc.k[c].sll_pops = 0
                 tc.k[c].mag_pushes = 0
+                tc.k[c].sll_pushes = 0
                 tc.k[c].slab_frees = 0
                 tc.pops_mark[c] = 0
             memset(tc.cold, 0, sizeof(tc.cold))
@@ -708,10 +711,7 @@ cdef void _empty_cache_init() noexcept nogil:
     """The static cache of threads that have none yet: every list empty, no owner."""
     cdef hak_tcache_t* e = hak_empty_cache()
     cdef uint32_t c
-    for c in range(HAK_NCLASSES):
-        e.k[c].tid = HAK_TID_NONE
     _heap_init(&e.heap, e, HAK_TID_NONE)
-    g_decoy_k.tid = HAK_TID_DECOY
 
 
 _empty_cache_init()
@@ -728,9 +728,9 @@ cdef double _now() noexcept nogil:
     return t.tv_sec + t.tv_nsec * 1e-9
 
 
-def configure_caches(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch):
+def configure_caches(uint32_t mag_classes, uint32_t mag_cap, uint32_t batch, uint32_t sll_cap):
     """Set the thread-cache parameters (hakmem.configure() checks and passes them)."""
-    hak_configure(mag_classes, mag_cap, batch)
+    hak_configure(mag_classes, mag_cap, batch, sll_cap)
 
 
 def thread_cache_state():

@@ -103,6 +103,8 @@ SWITCHES = (
            "How many classes, from C0 up, the magazine covers (20 = all; 4 = C0..C3 = 16..64 bytes)."),
     Switch("HAKMEM_TINY_REFILL_BATCH", "refill_batch", 64, _int_parser(1, 1024),
            "Most fresh blocks a refill carves for a thread (a slab's free list is always taken whole)."),
+    Switch("HAKMEM_TINY_SLL_CAP", "sll_cap", 2048, _int_parser(0, 1 << 20),
+           "Most blocks a thread's free list keeps per class (and at most 128 KiB worth); past it, frees go straight back to their slabs."),
     Switch("HAKMEM_PURGE_KEEP", "purge_keep", 64, _int_parser(0, 1 << 20),
            "Empty 64 KiB slabs kept resident; past twice this many, the coldest go back to the OS and empty regions are unmapped (0 = only trim() does)."),
     Switch("HAKMEM_HOOK_MAX", "hook_max", 512, _int_parser(1, 1024),

@@ -43,7 +43,7 @@ from hakmem.classes cimport HAK_TINY_MAX, hak_likely, hak_unlikely
 from hakmem.slab cimport hak_is_tiny, hak_registry, hak_slab_purge_idle, HAK_IDLE_LARGE_BYTES
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_realloc, hak_free, hak_usable_size,
                           hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_free_tiny,
-                          hak_thread_id)
+                          hak_realloc_stays, hak_thread_id)
 
 cdef extern from "Python.h":
     ctypedef enum PyMemAllocatorDomain:
@@ -178,8 +178,39 @@ cdef void* _move_out(hook_t* h, void* p, size_t n) noexcept nogil:
     if q == NULL:
         return NULL                # p untouched, as realloc promises
     memcpy(q, p, n if n < have else have)
-    hak_free(p)
+    _free_ours(p)
     h.moved_out += 1
+    return q
+
+
+cdef inline void _free_ours(void* p) noexcept nogil:
+    """Free a block known to be hakmem's, as the hook frees: through the caller's
+    heap, straight back to its slab past a full magazine (see hak_owner_free), with
+    no second registry lookup."""
+    cdef hak_heap_t* hp = _heap()
+    if hak_likely(hp != NULL):
+        hak_heap_free_tiny(hp, p, False)
+    else:
+        hak_free(p)
+
+
+cdef void* _realloc_tiny(void* p, size_t n) noexcept nogil:
+    """hak_realloc for a hakmem block staying tiny, through the caller's heap: the old
+    block is freed as the hook frees (straight back to its slab, see hak_owner_free)."""
+    cdef hak_heap_t* hp
+    cdef size_t have
+    cdef void* q
+    if hak_realloc_stays(p, n):
+        return p
+    hp = _heap()
+    if hp == NULL:
+        return hak_realloc(p, n)
+    q = hak_heap_malloc(hp, n)
+    if q == NULL:
+        return NULL
+    have = hak_usable_size(p)
+    memcpy(q, p, n if n < have else have)
+    _free_ours(p)
     return q
 
 
@@ -190,7 +221,7 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
         return _hook_malloc(ctx, n)
     if _ours(p):
         if n <= h.limit and h.active:
-            q = hak_realloc(p, n)  # stays tiny: n == 0 keeps or gets a 16-byte block
+            q = _realloc_tiny(p, n)   # stays tiny: n == 0 keeps or gets a 16-byte block
             if q != NULL:
                 h.tiny_reallocs += 1
                 return q
@@ -204,14 +235,9 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
 
 cdef void _hook_free(void* ctx, void* p) noexcept nogil:
     cdef hook_t* h = <hook_t*>ctx
-    cdef hak_heap_t* hp
     if hak_likely(_ours(p)):
         h.tiny_frees += 1
-        hp = _heap()
-        if hak_likely(hp != NULL):
-            hak_heap_free_tiny(hp, p)    # one registry lookup per free, not two
-        else:
-            hak_free(p)
+        _free_ours(p)
         return
     h.old_frees += 1
     h.old.free(h.old.ctx, p)

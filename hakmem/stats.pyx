@@ -46,7 +46,7 @@ def stats() -> Dict[str, Any]:
     """Every counter hakmem keeps, as a dict.
 
     ``classes`` holds one dict per size class: the raw counters (``stat_names()``:
-    ``mag_hits``, ``mag_misses``, ``sll_pops``, ``mag_pushes``, ``slab_frees``,
+    ``mag_hits``, ``mag_misses``, ``sll_pops``, ``mag_pushes``, ``sll_pushes``, ``slab_frees``,
     ``remote_frees``, ``refills``, ``flushes``) plus ``cls``, ``size``, ``allocs``,
     ``frees``, ``hit_rate``, ``live_blocks`` and ``live_bytes``; the top level sums
     them and adds the backend (``bytes_mapped``, slabs) and the large path.
@@ -60,7 +60,7 @@ def stats() -> Dict[str, Any]:
         d: Dict[str, Any] = dict(cls=c, size=size)
         d.update(r)
         d["allocs"] = r["mag_hits"] + r["sll_pops"]
-        d["frees"] = r["mag_pushes"] + r["slab_frees"] + r["remote_frees"]
+        d["frees"] = r["mag_pushes"] + r["sll_pushes"] + r["slab_frees"] + r["remote_frees"]
         looked = r["mag_hits"] + r["mag_misses"]
         d["hit_rate"] = (r["mag_hits"] / looked) if looked else None
         d["live_blocks"] = d["allocs"] - d["frees"]

@@ -629,7 +629,7 @@ def watch_stats(double seconds):
             f = 0
             for c in range(HAK_NCLASSES):
                 a += st[c].mag_hits + st[c].sll_pops
-                f += st[c].mag_pushes + st[c].slab_frees + st[c].remote_frees
+                f += st[c].mag_pushes + st[c].sll_pushes + st[c].slab_frees + st[c].remote_frees
             if a < pa or f < pf:
                 drops += 1
             pa = a

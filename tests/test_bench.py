@@ -602,3 +602,25 @@ def test_pyperf_compare_refuses_unknown_benchmarks(capsys):
     with pytest.raises(SystemExit):
         pc.main(["-b", "json_dumps,no_such_benchmark"])
     assert "no_such_benchmark" in capsys.readouterr().err
+
+
+def test_python_programs_compare_reports_speed_and_peak_rss():
+    res = programs.compare(["gc_cycles"], scale=1, repeat=1, rounds=1)
+    r = res["gc_cycles"]
+    assert set(r) == {"pymalloc", "hakmem", "ratio", "pymalloc_rss_mib", "hakmem_rss_mib",
+                      "rss_ratio"}
+    assert r["ratio"] == pytest.approx(r["pymalloc"] / r["hakmem"])
+    assert r["rss_ratio"] == pytest.approx(r["hakmem_rss_mib"] / r["pymalloc_rss_mib"])
+    assert 5 < r["pymalloc_rss_mib"] < 500 and 5 < r["hakmem_rss_mib"] < 500
+    table = programs.format_compare(res)
+    assert "peak RSS" in table and table.splitlines()[-2].startswith("geomean")
+
+
+def test_python_programs_pymalloc_side_never_imports_hakmem():
+    import subprocess as sp
+    code = ("import runpy, sys; sys.argv = ['programs.py', '--repeat', '1', 'string_ops']; "
+            f"runpy.run_path({programs.__file__!r}, run_name='__main__'); "
+            "assert 'hakmem' not in sys.modules, sorted(m for m in sys.modules if 'hakmem' in m)")
+    r = sp.run([sys.executable, "-c", code], capture_output=True, text=True,
+               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd="/")
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -192,29 +192,15 @@ cdef void _mag_drain(hak_tcache_t* tc) noexcept nogil:
         k.mag_top = 0
 
 
-cdef void _flush(hak_tcache_t* tc, uint32_t c, uint32_t keep) noexcept nogil:
-    """Keep the `keep` hottest SLL blocks, return the rest to their slabs."""
+cdef void _flush(hak_tcache_t* tc, uint32_t c) noexcept nogil:
+    """Return class c's whole SLL to the blocks' slabs (thread_flush, trim, exit)."""
     cdef hak_tclass_t* k = &tc.k[c]
-    cdef void* p = k.sll
-    cdef void* rest
+    cdef void* rest = k.sll
     cdef void* nxt
     cdef hak_slab_t* s
     cdef hak_slab_t* checked = NULL
-    cdef uint32_t i
-    if keep == 0 or p == NULL:
-        rest = p
-        k.sll = NULL
-        k.sll_n = 0
-    else:
-        for i in range(keep - 1):
-            if HAK_DEBUG:
-                hak_debug_check_link(g_reg, p, c)
-            if (<void**>p)[0] == NULL:
-                break
-            p = (<void**>p)[0]
-        rest = (<void**>p)[0]
-        (<void**>p)[0] = NULL
-        k.sll_n = keep if rest != NULL else k.sll_n
+    k.sll = NULL
+    k.sll_n = 0
     while rest != NULL:
         if HAK_DEBUG:
             hak_debug_check_link(g_reg, rest, c)
@@ -328,15 +314,21 @@ cdef void _tc_retire(hak_tcache_t* tc) noexcept nogil:
     pthread_mutex_unlock(&g_tc_lock)
 
 
-cdef void _tc_destructor(void* arg) noexcept nogil:
-    """pthread key destructor: a thread is exiting; return everything it holds."""
-    cdef hak_tcache_t* tc = <hak_tcache_t*>arg
+cdef void _tc_return_all(hak_tcache_t* tc, bint abandon) noexcept nogil:
+    """Every cached block back to its slab, empty slabs back to the pool; with
+    abandon (the thread is exiting), the other slabs are parked for adoption."""
     cdef uint32_t c
     _mag_drain(tc)
     for c in range(HAK_NCLASSES):
-        _flush(tc, c, 0)
         tc.cur[c] = NULL
-    _tc_release_slabs(tc, True)
+        _flush(tc, c)
+    _tc_release_slabs(tc, abandon)
+
+
+cdef void _tc_destructor(void* arg) noexcept nogil:
+    """pthread key destructor: a thread is exiting; return everything it holds."""
+    cdef hak_tcache_t* tc = <hak_tcache_t*>arg
+    _tc_return_all(tc, True)
     _tc_unregister(tc)
     hak_tls_set(hak_empty_cache())
     _tc_retire(tc)
@@ -345,14 +337,9 @@ cdef void _tc_destructor(void* arg) noexcept nogil:
 cdef void hak_thread_flush() noexcept nogil:
     """Return this thread's cached blocks and empty slabs to the global pool."""
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
-    cdef uint32_t c
     if tc == hak_empty_cache():
         return
-    _mag_drain(tc)
-    for c in range(HAK_NCLASSES):
-        tc.cur[c] = NULL
-        _flush(tc, c, 0)
-    _tc_release_slabs(tc, False)
+    _tc_return_all(tc, False)
 
 
 cdef size_t hak_trim() noexcept nogil:

@@ -187,7 +187,11 @@ cdef inline void _free_ours(void* p) noexcept nogil:
     """Free a block known to be hakmem's, as the hook frees: through the caller's
     heap, straight back to its slab past a full magazine (see hak_owner_free), with
     no second registry lookup."""
-    cdef hak_heap_t* hp = _heap()
+    _free_ours_via(_heap(), p)
+
+
+cdef inline void _free_ours_via(hak_heap_t* hp, void* p) noexcept nogil:
+    """_free_ours through a heap the caller already looked up (NULL: hak_free)."""
     if hak_likely(hp != NULL):
         hak_heap_free_tiny(hp, p, False)
     else:
@@ -210,7 +214,7 @@ cdef void* _realloc_tiny(void* p, size_t n) noexcept nogil:
         return NULL
     have = hak_usable_size(p)
     memcpy(q, p, n if n < have else have)
-    _free_ours(p)
+    _free_ours_via(hp, p)
     return q
 
 

@@ -51,16 +51,31 @@ cdef inline size_t size_of(uint64_t r) noexcept nogil:
     return (16 + <size_t>((r >> 8) % 1009)) & ~(<size_t>7)
 
 
-def mixed_worker(int tid, long nops, int xfer_every):
-    """nops mixed alloc/free ops; every xfer_every-th block is handed to another thread.
+cdef inline void _ring_free(hak_heap_t* h, void* p, uint64_t r) noexcept nogil:
+    """By name (h NULL), or mostly through h with some frees by name mixed in."""
+    if h == NULL or (r >> 40) & 3 == 0:
+        hak_free(p)
+    else:
+        hak_heap_free(h, p)
 
-    Each block carries a cookie (unique id + its complement at the end), checked
-    before it is freed: a block handed out twice would show a broken cookie.
-    Returns (bad_cookies, allocs, frees).
-    """
+
+cdef inline void* _ring_alloc(hak_heap_t* h, size_t n, uint64_t r, long* bad) noexcept nogil:
+    """By name (h NULL), or through h (some calloc, some hak_malloc mixed in)."""
+    cdef void* p
+    if h == NULL or (r >> 44) & 7 == 1:
+        return hak_malloc(n)
+    if (r >> 44) & 7 == 0:
+        p = hak_heap_calloc(h, 1, n)
+        if p != NULL and (<uint64_t*>p)[0] != 0:
+            bad[0] += 1
+        return p
+    return hak_heap_malloc(h, n)
+
+
+cdef object _ring_worker(int tid, long nops, int xfer_every, uint64_t seed, hak_heap_t* h):
+    """The body of mixed_worker (h NULL: the by-name API) and inline_worker."""
     cdef void* ring[RING]
     cdef size_t sizes[RING]
-    cdef uint64_t seed = 0x9E3779B97F4A7C15 ^ (<uint64_t>tid * 0x100000001B3)
     cdef uint64_t r, seq = 0
     cdef long i, bad = 0, allocs = 0, frees = 0
     cdef int k, slot
@@ -83,14 +98,18 @@ def mixed_worker(int tid, long nops, int xfer_every):
                     if q != NULL:
                         if not check(q, 16):   # every block is >= 16 bytes
                             bad += 1
-                        hak_free(q)
+                        # often another thread's block
+                        if h == NULL:
+                            hak_free(q)
+                        else:
+                            hak_heap_free(h, q)
                         frees += 1
                 else:
-                    hak_free(ring[k])
+                    _ring_free(h, ring[k], r)
                     frees += 1
                 ring[k] = NULL
             n = size_of(r)
-            p = hak_malloc(n)
+            p = _ring_alloc(h, n, r, &bad)
             if p == NULL:
                 bad += 1
                 continue
@@ -105,9 +124,23 @@ def mixed_worker(int tid, long nops, int xfer_every):
             if ring[k] != NULL:
                 if not check(ring[k], sizes[k]):
                     bad += 1
-                hak_free(ring[k])
+                if h == NULL:
+                    hak_free(ring[k])
+                else:
+                    hak_heap_free(h, ring[k])
                 frees += 1
     return bad, allocs, frees
+
+
+def mixed_worker(int tid, long nops, int xfer_every):
+    """nops mixed alloc/free ops; every xfer_every-th block is handed to another thread.
+
+    Each block carries a cookie (unique id + its complement at the end), checked
+    before it is freed: a block handed out twice would show a broken cookie.
+    Returns (bad_cookies, allocs, frees).
+    """
+    return _ring_worker(tid, nops, xfer_every,
+                        0x9E3779B97F4A7C15 ^ (<uint64_t>tid * 0x100000001B3), NULL)
 
 
 def drain_xfer():
@@ -221,67 +254,11 @@ def inline_worker(int tid, long nops, int xfer_every):
     """mixed_worker through the inline API: blocks come from hak_heap_malloc (or
     hak_heap_calloc) and go back through hak_heap_free, hak_free, or another thread
     (which frees them through its own heap). Returns (bad_cookies, allocs, frees)."""
-    cdef void* ring[RING]
-    cdef size_t sizes[RING]
-    cdef uint64_t seed = 0x2545F4914F6CDD1D ^ (<uint64_t>tid * 0x100000001B3)
-    cdef uint64_t r, seq = 0
-    cdef long i, bad = 0, allocs = 0, frees = 0
-    cdef int k, slot
-    cdef void* p
-    cdef void* q
-    cdef size_t n
     cdef hak_heap_t* h = hak_heap()
     if h == NULL:
         raise MemoryError("hak_heap() returned NULL")
-    for k in range(RING):
-        ring[k] = NULL
-    with nogil:
-        for i in range(nops):
-            r = xorshift(&seed)
-            k = <int>(r % RING)
-            if ring[k] != NULL:
-                if not check(ring[k], sizes[k]):
-                    bad += 1
-                if xfer_every > 0 and (i % xfer_every) == 0:
-                    slot = <int>((r >> 32) % NXFER)
-                    q = xchg_ptr(&g_xfer[slot], ring[k])
-                    if q != NULL:
-                        if not check(q, 16):
-                            bad += 1
-                        hak_heap_free(h, q)          # often another thread's block
-                        frees += 1
-                elif (r >> 40) & 3 == 0:
-                    hak_free(ring[k])                # mixing with the by-name API
-                    frees += 1
-                else:
-                    hak_heap_free(h, ring[k])
-                    frees += 1
-                ring[k] = NULL
-            n = size_of(r)
-            if (r >> 44) & 7 == 0:
-                p = hak_heap_calloc(h, 1, n)
-                if p != NULL and (<uint64_t*>p)[0] != 0:
-                    bad += 1
-            elif (r >> 44) & 7 == 1:
-                p = hak_malloc(n)
-            else:
-                p = hak_heap_malloc(h, n)
-            if p == NULL:
-                bad += 1
-                continue
-            allocs += 1
-            seq += 1
-            stamp(p, 16, (<uint64_t>tid << 48) | seq)
-            stamp(p, n, (<uint64_t>tid << 48) | seq)
-            ring[k] = p
-            sizes[k] = n
-        for k in range(RING):
-            if ring[k] != NULL:
-                if not check(ring[k], sizes[k]):
-                    bad += 1
-                hak_heap_free(h, ring[k])
-                frees += 1
-    return bad, allocs, frees
+    return _ring_worker(tid, nops, xfer_every,
+                        0x2545F4914F6CDD1D ^ (<uint64_t>tid * 0x100000001B3), h)
 
 
 def inline_ring(long nops, int ws, size_t size):

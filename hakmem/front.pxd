@@ -257,9 +257,10 @@ cdef inline bint hak_owner_free(hak_tclass_t* k, hak_slab_t* s, void* p,
 
 cdef inline bint hak_realloc_stays(void* p, size_t size) noexcept nogil:
     """realloc(p, size) of a tiny block p keeps p: it fits and would not waste more
-    than half the block (16-byte blocks always stay)."""
+    than a quarter of the block (pymalloc's rule: CPython shrinks strings and lists
+    it over-allocated, and a shrunk block kept whole is memory held for nothing)."""
     cdef size_t have = hak_block_size(hak_slab_of(<uintptr_t>p).cls)
-    return size <= have and (size * 2 > have or have == 16)
+    return size <= have and (size * 4 > have * 3 or have == 16)
 
 
 cdef inline void* hak_sll_pop(hak_tclass_t* k, void* p) noexcept nogil:

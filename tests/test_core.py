@@ -100,6 +100,26 @@ def test_realloc_keeps_contents(steps):
     hakmem.free(a)
 
 
+@pytest.mark.parametrize("have,n,stays", [
+    (160, 160, True), (160, 121, True),    # fits, wastes at most a quarter: stays
+    (160, 120, False), (160, 96, False),   # a string CPython over-allocated, shrunk
+    (512, 385, True), (512, 384, False), (1024, 16, False), (16, 1, True)])
+def test_realloc_shrinks_like_pymalloc(have, n, stays):
+    """A shrink that would waste more than a quarter of the block moves to a smaller one
+    (pymalloc's rule); anything else keeps the block. Contents survive either way."""
+    a = hakmem.malloc(have)
+    assert hakmem.usable_size(a) == have
+    write(a, bytes(range(256)) * 4)
+    b = hakmem.realloc(a, n)
+    assert (b == a) == stays
+    assert read(b, n) == (bytes(range(256)) * 4)[:n]
+    assert hakmem.usable_size(b) >= n
+    if not stays:
+        assert hakmem.usable_size(b) < have
+        assert not hakmem.is_live(a) or a == b
+    hakmem.free(b)
+
+
 def test_realloc_null_and_bad():
     a = hakmem.realloc(0, 40)
     assert hakmem.is_live(a)

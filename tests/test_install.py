@@ -204,6 +204,20 @@ def _sizes_across(malloc, realloc, free, sizes, lim):
             free(q)
 
 
+@inproc
+def test_shrunk_strings_move_to_their_own_class(installed):
+    """CPython builds many strings in an over-allocated buffer and shrinks it with
+    realloc (str % args, reprs, joins of few parts). Under the hook they must end in
+    the class of their final size, as under pymalloc, not in the buffer's."""
+    before = hook_total("tiny_reallocs")
+    strs = ["(%r, %r, %r)" % ("string", (i, 2), [3, 4]) for i in range(2000)]
+    assert hook_total("tiny_reallocs") > before
+    sizes = [hakmem.usable_size(id(s)) for s in strs if ours(id(s))]
+    assert len(sizes) > 1900
+    need = sys.getsizeof(strs[0])
+    assert max(sizes) - need < 16, (need, sorted(set(sizes)))
+
+
 @pytest.mark.parametrize("dom", ["PyMem", "PyObject"])
 @inproc
 def test_zero_size_and_null(installed, dom):
@@ -532,4 +546,4 @@ def test_cpython_suite_subset_under_hakmem(tmp_path):
     assert time.perf_counter() - t0 < 300
 
 
-N_INPROC = 17   # @inproc test items (a parametrized test counts once per parameter)
+N_INPROC = 18   # @inproc test items (a parametrized test counts once per parameter)

@@ -2,7 +2,9 @@
 #
 # Glossary
 #   region  4 MiB, 4 MiB-aligned mapping. Its first 64 KiB (slab 0) hold only the
-#           region header; slabs 1..63 hold blocks.
+#           region header; slabs 1..63 hold blocks. A slab's pages become resident
+#           only when a class first takes it (the region's `cold` mask), so mapping a
+#           region costs one page, and a purged slab gives back all its pages.
 #   slab    64 KiB, 64 KiB-aligned, of blocks of one class. Its metadata (hak_slab_t,
 #           HAK_SLAB_HDR bytes) sits at the slab's start, so free() finds it with one
 #           mask (rpmalloc's span header); the blocks follow it.
@@ -14,8 +16,9 @@
 # Invariants (per slab, owner's view; checked whole by hak_slab_check in debug builds)
 #   used + nfree + (end - bump) / stride == capacity
 #   i.e. `used` counts blocks held by users, by thread caches and on remote_free;
-#   nfree == |local_free|. A slab is on exactly one list: the global pool,
-#   abandoned[cls], or one of its owner's per-class lists; `next`/`prev` link it.
+#   nfree == |local_free|. A slab is cold (its bit in region.cold) or on exactly one
+#   list: the global pool, abandoned[cls], or one of its owner's per-class lists;
+#   `next`/`prev` link it.
 #   Only this layer writes a slab's fields: the owner calls the inline functions
 #   below (hak_slab_put, hak_slab_mark_full, ...) and hak_slab_take/drain_remote.
 #
@@ -70,8 +73,6 @@ cdef extern from *:
         uint32_t capacity;
         uint16_t cls;
         uint8_t state;              /* HAK_SLAB_POOLED / ACTIVE / FULL / ABANDONED */
-        uint8_t committed;          /* 0 after trim() gave the pages back to the OS */
-        uint8_t dirty;              /* pooled with pages still resident (purge candidate) */
         /* line 1: written by other threads (remote frees), and the list links */
         void* remote_free __attribute__((aligned(64)));  /* atomic Treiber stack */
         struct hak_slab_s* next;
@@ -85,9 +86,18 @@ cdef extern from *:
         uint64_t magic;
         struct hak_region_s* next;  /* all regions, for trim and stats */
         struct hak_region_s* prev;
-        uint32_t npooled;           /* slabs of this region sitting in the pool */
+        uint32_t npooled;           /* empty slabs: on the pool list or cold */
+        /* Bit i: slab i is empty and none of its pages (header included) is resident:
+           never touched since the map, or given back by a purge. A cold slab is on no
+           list; its header reads as zeros (state HAK_SLAB_POOLED, capacity 0). */
+        uint64_t cold;
+        uint64_t returned;          /* the cold slabs a purge or trim gave back */
+        struct hak_region_s* cold_next;  /* regions with cold slabs, for acquire */
+        struct hak_region_s* cold_prev;
     } hak_region_t;
-    HAK_STATIC_ASSERT(sizeof(hak_region_t) <= HAK_SLAB_SIZE, "region header lives in slab 0");
+    HAK_STATIC_ASSERT(sizeof(hak_region_t) <= 4096, "region header fits the first page of slab 0");
+    HAK_STATIC_ASSERT(HAK_SLABS_PER_REGION <= 64, "a region's cold slabs are one 64-bit mask");
+    HAK_STATIC_ASSERT(HAK_SLAB_POOLED == 0, "a cold slab's zeroed header must read as pooled");
     #define hak_region_slab(r, i) ((hak_slab_t*)((char*)(r) + ((size_t)(i) << HAK_SLAB_SHIFT)))
     #endif
     """
@@ -117,8 +127,6 @@ cdef extern from *:
         uint32_t capacity
         uint16_t cls
         uint8_t state
-        uint8_t committed
-        uint8_t dirty
         void* remote_free
         hak_slab_t* next
         hak_slab_t* prev
@@ -128,6 +136,10 @@ cdef extern from *:
         hak_region_t* next
         hak_region_t* prev
         uint32_t npooled
+        uint64_t cold
+        uint64_t returned
+        hak_region_t* cold_next
+        hak_region_t* cold_prev
 
     hak_slab_t* hak_region_slab(hak_region_t* r, int i) nogil
 

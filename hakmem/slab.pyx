@@ -10,6 +10,10 @@ from posix.unistd cimport sysconf, _SC_PAGESIZE
 from hakmem.classes cimport hak_stride, HAK_NCLASSES, HAK_CANARY, HAK_DEBUG
 from hakmem.remote cimport hak_remote_take_all, hak_atomic_load_ptr
 
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) nogil
+    int __builtin_popcountll(unsigned long long) nogil
+
 cdef extern from "<sys/mman.h>" nogil:
     void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
     int munmap(void* addr, size_t length)
@@ -33,20 +37,22 @@ cdef uint8_t* g_reg = <uint8_t*>mmap(NULL, HAK_REG_ENTRIES, PROT_READ | PROT_WRI
 if g_reg == <uint8_t*>MAP_FAILED:
     raise MemoryError("hakmem: cannot reserve the 64 MiB region registry")
 cdef hak_region_t* g_regions = NULL
-cdef hak_slab_t* g_pool = NULL        # empty slabs of any class
+cdef hak_slab_t* g_pool = NULL        # empty slabs of any class, pages resident (LIFO)
+cdef uint32_t g_npool = 0             # slabs on g_pool
+cdef hak_region_t* g_cold_regions = NULL   # regions with cold slabs (region.cold != 0)
 cdef hak_slab_t* g_abandoned[HAK_NCLASSES]
 cdef hak_slab_stats_t g_st
 cdef uint64_t g_map_limit = 0         # 0 = unlimited; a test hook for OOM handling
 # Owner of pooled and abandoned slabs: a word holding HAK_TID_NONE, which no
 # thread's id equals, so free() sends their blocks down the remote path.
 cdef uintptr_t g_no_owner = HAK_TID_NONE
-# trim() gives back a pooled slab's pages after the first (which holds its header).
+# A purge gives back a whole slab, header page included, unless pages are larger.
 cdef size_t g_page = <size_t>sysconf(_SC_PAGESIZE)
 # Purge policy (HAKMEM_PURGE_KEEP): the pool keeps at most 2 * g_purge_keep empty slabs
 # with resident pages; past that, all but the g_purge_keep most recently emptied are
-# given back to the OS, and wholly empty regions are unmapped. 0 = only trim() does it.
+# given back to the OS (they turn cold), and wholly empty regions are unmapped.
+# 0 = only trim() does it.
 cdef uint32_t g_purge_keep = 64
-cdef uint32_t g_dirty = 0             # pooled slabs with resident pages
 # hak_slab_purge_idle: slabs taken from the pool, and that count at its last call
 cdef uint64_t g_pool_takes = 0
 cdef uint64_t g_takes_at_idle_check = 0
@@ -65,6 +71,42 @@ cdef bint _registry_set(uintptr_t a, uint8_t v) noexcept nogil:
         return False
     g_reg[i] = v
     return True
+
+
+cdef void _cold_list_push(hak_region_t* r) noexcept nogil:
+    """r just got its first cold slab (lock held)."""
+    global g_cold_regions
+    r.cold_prev = NULL
+    r.cold_next = g_cold_regions
+    if g_cold_regions != NULL:
+        g_cold_regions.cold_prev = r
+    g_cold_regions = r
+
+
+cdef void _cold_list_remove(hak_region_t* r) noexcept nogil:
+    """r has no cold slab left, or is being unmapped (lock held)."""
+    global g_cold_regions
+    if r.cold_prev != NULL:
+        r.cold_prev.cold_next = r.cold_next
+    else:
+        g_cold_regions = r.cold_next
+    if r.cold_next != NULL:
+        r.cold_next.cold_prev = r.cold_prev
+    r.cold_next = NULL
+    r.cold_prev = NULL
+
+
+cdef hak_slab_t* _cold_take(hak_region_t* r) noexcept nogil:
+    """The lowest cold slab of r leaves the cold mask (lock held); its header is zeros."""
+    cdef int i = __builtin_ctzll(r.cold)
+    cdef uint64_t bit = (<uint64_t>1) << i
+    r.cold &= ~bit
+    if r.returned & bit:
+        r.returned &= ~bit
+        g_st.slabs_decommitted -= 1
+    if r.cold == 0:
+        _cold_list_remove(r)
+    return hak_region_slab(r, i)
 
 
 cdef hak_region_t* _region_map() noexcept nogil:
@@ -101,15 +143,12 @@ cdef hak_region_t* _region_map() noexcept nogil:
     if g_regions != NULL:
         g_regions.prev = r
     g_regions = r
-    r.npooled = 0
-    for i in range(1, HAK_SLABS_PER_REGION):
-        s = hak_region_slab(r, i)
-        s.owner = &g_no_owner
-        s.owner_tid = HAK_TID_NONE
-        s.state = HAK_SLAB_POOLED
-        s.committed = 1
-        hak_slab_list_push(&g_pool, s)
-        r.npooled += 1
+    # Every slab starts cold: no header is written (a fresh mapping reads as zeros,
+    # i.e. pooled), so the map touches this one page, not 63 headers.
+    r.npooled = HAK_SLABS_PER_REGION - 1
+    r.cold = ~<uint64_t>0 << 1
+    r.returned = 0
+    _cold_list_push(r)
     g_st.bytes_mapped += sz
     g_st.regions += 1
     g_st.slabs_pooled += HAK_SLABS_PER_REGION - 1
@@ -127,17 +166,17 @@ cdef inline void _slab_format(hak_slab_t* s, uint32_t cls) noexcept nogil:
     s.nfree = 0
     s.remote_free = NULL
     s.used = 0
-    s.committed = 1
     if HAK_CANARY:
         hak_debug_fill_canaries(start, s.end, stride, hak_block_size(cls))
 
 
 cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid) noexcept nogil:
-    """A slab of class cls for owner: adopt an abandoned one, else a pooled one, else map.
+    """A slab of class cls for owner: adopt an abandoned one, else a pooled one (warm
+    first: the pool, then a cold one), else map a region.
 
     Returns NULL when no memory can be mapped.
     """
-    global g_dirty, g_pool_takes
+    global g_npool, g_pool_takes
     cdef hak_slab_t* s
     cdef hak_region_t* r
     pthread_mutex_lock(&g_lock)
@@ -146,25 +185,25 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid
         hak_slab_list_remove(&g_abandoned[cls], s)
         g_st.slabs_abandoned -= 1
     else:
-        if g_pool == NULL and _region_map() == NULL:
-            pthread_mutex_unlock(&g_lock)
-            return NULL
         s = g_pool
-        hak_slab_list_remove(&g_pool, s)
+        if s != NULL:
+            hak_slab_list_remove(&g_pool, s)
+            g_npool -= 1
+            # A slab emptied by this class comes back as it left: its whole free list
+            # is intact and tagged, so the next refill takes it in O(1) instead of
+            # carving (and touching) every block again.
+            if not (s.cls == cls and s.remote_free == NULL):
+                _slab_format(s, cls)
+        else:
+            if g_cold_regions == NULL and _region_map() == NULL:
+                pthread_mutex_unlock(&g_lock)
+                return NULL
+            s = _cold_take(g_cold_regions)
+            _slab_format(s, cls)
         g_pool_takes += 1
         r = hak_region_of_slab(s)
         r.npooled -= 1
         g_st.slabs_pooled -= 1
-        if not s.committed:
-            g_st.slabs_decommitted -= 1
-        if s.dirty:
-            s.dirty = 0
-            g_dirty -= 1
-        # A slab emptied by this class comes back as it left: its whole free list is
-        # intact and tagged, so the next refill takes it in O(1) instead of carving
-        # (and touching) every block again. capacity == 0: never formatted.
-        if not (s.capacity and s.cls == cls and s.committed and s.remote_free == NULL):
-            _slab_format(s, cls)
     s.state = HAK_SLAB_ACTIVE
     s.owner = owner
     s.owner_tid = owner_tid
@@ -173,21 +212,24 @@ cdef hak_slab_t* hak_slab_acquire(uint32_t cls, void* owner, uintptr_t owner_tid
     return s
 
 
+cdef inline void _pool_push(hak_slab_t* s) noexcept nogil:
+    global g_npool
+    hak_slab_list_push(&g_pool, s)
+    g_npool += 1
+
+
 cdef void hak_slab_release(hak_slab_t* s) noexcept nogil:
     """Give an empty slab (used == 0, unlinked by its owner) back to the pool."""
-    global g_dirty
     cdef hak_region_t* r = hak_region_of_slab(s)
     pthread_mutex_lock(&g_lock)
     s.owner = &g_no_owner
     s.owner_tid = HAK_TID_NONE
     s.state = HAK_SLAB_POOLED
-    hak_slab_list_push(&g_pool, s)
+    _pool_push(s)
     r.npooled += 1
     g_st.slabs_active -= 1
     g_st.slabs_pooled += 1
-    s.dirty = 1
-    g_dirty += 1
-    if g_purge_keep and g_dirty > 2 * g_purge_keep:
+    if g_purge_keep and g_npool > 2 * g_purge_keep:
         g_st.purges += 1
         g_st.bytes_purged += _purge(g_purge_keep)
     pthread_mutex_unlock(&g_lock)
@@ -310,25 +352,28 @@ cdef void hak_slab_check(hak_slab_t* s) noexcept nogil:
 
 
 cdef size_t _decommit(hak_slab_t* s) noexcept nogil:
-    """Give a pooled slab's pages back to the OS (lock held); returns bytes."""
-    global g_dirty
-    cdef size_t n = 0
-    if s.committed and g_page < HAK_SLAB_SIZE:
-        # the first page holds the header (and the pool links): keep it
-        madvise(<char*>s + g_page, HAK_SLAB_SIZE - g_page, MADV_DONTNEED)
-        s.committed = 0
-        g_st.slabs_decommitted += 1
-        n = HAK_SLAB_SIZE - g_page
-    if s.dirty:
-        s.dirty = 0
-        g_dirty -= 1
-    return n
+    """A slab on the pool list gives all its pages back to the OS and turns cold
+    (lock held); returns bytes."""
+    global g_npool
+    cdef hak_region_t* r = hak_region_of_slab(s)
+    cdef uint64_t bit = (<uint64_t>1) << hak_slab_index(s)
+    hak_slab_list_remove(&g_pool, s)
+    g_npool -= 1
+    if r.cold == 0:
+        _cold_list_push(r)
+    r.cold |= bit
+    r.returned |= bit
+    g_st.slabs_decommitted += 1
+    if g_page > HAK_SLAB_SIZE:
+        return 0     # pages larger than a slab: it stays resident, though cold
+    # The header goes too: its page reads as zeros from now on, i.e. pooled.
+    madvise(<void*>s, HAK_SLAB_SIZE, MADV_DONTNEED)
+    return HAK_SLAB_SIZE
 
 
 cdef size_t _unmap_empty_regions() noexcept nogil:
-    """Unmap every region whose slabs are all pooled (lock held); returns bytes."""
-    global g_dirty
-    global g_regions
+    """Unmap every region whose slabs are all empty (lock held); returns bytes."""
+    global g_regions, g_npool
     cdef hak_region_t* r = g_regions
     cdef hak_region_t* rn
     cdef hak_slab_t* s
@@ -338,12 +383,13 @@ cdef size_t _unmap_empty_regions() noexcept nogil:
         rn = r.next
         if r.npooled == HAK_SLABS_PER_REGION - 1:
             for i in range(1, HAK_SLABS_PER_REGION):
-                s = hak_region_slab(r, i)
-                hak_slab_list_remove(&g_pool, s)
-                if not s.committed:
-                    g_st.slabs_decommitted -= 1
-                if s.dirty:
-                    g_dirty -= 1
+                if not (r.cold >> i) & 1:      # the warm ones are on the pool list
+                    s = hak_region_slab(r, i)
+                    hak_slab_list_remove(&g_pool, s)
+                    g_npool -= 1
+            g_st.slabs_decommitted -= __builtin_popcountll(r.returned)
+            if r.cold:
+                _cold_list_remove(r)
             g_st.slabs_pooled -= HAK_SLABS_PER_REGION - 1
             if r.prev != NULL:
                 r.prev.next = r.next
@@ -361,21 +407,20 @@ cdef size_t _unmap_empty_regions() noexcept nogil:
 
 
 cdef size_t _purge(uint32_t keep) noexcept nogil:
-    """Decommit the pooled slabs past the `keep` most recently emptied ones, then
+    """Give back the pooled slabs past the `keep` most recently emptied ones, then
     unmap regions left wholly empty (lock held); returns bytes given back.
 
     The pool is LIFO, so the slabs kept are the ones a refill would take next."""
     cdef hak_slab_t* s = g_pool
+    cdef hak_slab_t* nxt
     cdef uint32_t seen = 0
     cdef size_t freed = 0
     while s != NULL:
-        # keep == 0 (trim): every committed slab; else only those emptied since
-        # (fresh slabs of a new region were never touched: nothing to give back)
-        if s.dirty or (keep == 0 and s.committed):
-            seen += 1
-            if seen > keep:
-                freed += _decommit(s)
-        s = s.next
+        nxt = s.next
+        seen += 1
+        if seen > keep:
+            freed += _decommit(s)
+        s = nxt
     if keep:   # trim() unmaps first, then decommits what is left
         freed += _unmap_empty_regions()
     return freed
@@ -400,7 +445,7 @@ cdef size_t hak_slab_trim() noexcept nogil:
             if s.used == 0:
                 hak_slab_list_remove(&g_abandoned[c], s)
                 s.state = HAK_SLAB_POOLED
-                hak_slab_list_push(&g_pool, s)
+                _pool_push(s)
                 r = hak_region_of_slab(s)
                 r.npooled += 1
                 g_st.slabs_abandoned -= 1
@@ -422,7 +467,7 @@ cdef size_t hak_slab_purge_idle() noexcept nogil:
     global g_takes_at_idle_check
     cdef size_t freed = 0
     pthread_mutex_lock(&g_lock)
-    if g_purge_keep and g_pool_takes == g_takes_at_idle_check and g_dirty > HAK_IDLE_RESERVE:
+    if g_purge_keep and g_pool_takes == g_takes_at_idle_check and g_npool > HAK_IDLE_RESERVE:
         g_st.purges += 1
         freed = _purge(HAK_IDLE_RESERVE)
         g_st.bytes_purged += freed

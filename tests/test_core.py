@@ -1,9 +1,11 @@
 """Allocator core: classes, alignment, sizes, calloc/realloc, magazine, stats, bad frees."""
 import ctypes
+import json
 import os
 import subprocess
 import tempfile
 import sys
+import textwrap
 
 import pytest
 
@@ -109,10 +111,11 @@ def test_realloc_shrinks_like_pymalloc(have, n, stays):
     (pymalloc's rule); anything else keeps the block. Contents survive either way."""
     a = hakmem.malloc(have)
     assert hakmem.usable_size(a) == have
-    write(a, bytes(range(256)) * 4)
+    data = (bytes(range(256)) * 4)[:have]
+    write(a, data)
     b = hakmem.realloc(a, n)
     assert (b == a) == stays
-    assert read(b, n) == (bytes(range(256)) * 4)[:n]
+    assert read(b, n) == data[:n]
     assert hakmem.usable_size(b) >= n
     if not stays:
         assert hakmem.usable_size(b) < have
@@ -473,6 +476,73 @@ def test_empty_slabs_go_back_without_trim():
             hakmem.free(a)
     finally:
         hakmem.configure(purge_keep=cfg["purge_keep"])
+
+
+def resident_pages(addr, length):
+    """Pages of [addr, addr + length) resident in memory (mincore(2))."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    npages = length // 4096
+    vec = (ctypes.c_ubyte * npages)()
+    rc = libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(length), vec)
+    assert rc == 0, os.strerror(ctypes.get_errno())
+    return sum(v & 1 for v in vec)
+
+
+REGION, SLAB = 4 << 20, 64 << 10
+
+
+def test_a_new_region_costs_pages_only_for_the_slabs_in_use():
+    """Mapping a region writes no slab header: its 63 slabs stay cold (not resident)
+    until a class takes one, so a small program pays for the pages it uses."""
+    code = textwrap.dedent(f"""
+        import ctypes, hakmem, json, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_core import resident_pages
+        a = hakmem.malloc(16)
+        st = hakmem.stats()
+        region = a & ~({REGION} - 1)
+        print(json.dumps([st["regions"], resident_pages(region, {REGION})]))
+    """)
+    r = run_py(code, {})
+    assert r.returncode == 0, r.stderr
+    regions, pages = json.loads(r.stdout)
+    # the region header, the slab header (which holds the first blocks), one carve
+    assert regions == 1 and pages <= 4, pages
+
+
+def test_a_purged_slab_gives_back_every_page_header_included():
+    """trim() and the purge return a whole empty slab; the region stays mapped while
+    any of its slabs is in use, and its purged slabs come back formatted afresh."""
+    keep = hakmem.malloc(512)
+    blocks = [hakmem.malloc(512) for _ in range(2000)]    # ~1 MiB: 16 slabs
+    slabs = {b & ~(SLAB - 1) for b in blocks} - {keep & ~(SLAB - 1)}
+    assert len(slabs) >= 10
+    assert all(resident_pages(sl, SLAB) > 1 for sl in slabs)
+    for b in blocks:
+        hakmem.free(b)
+    hakmem.trim()
+    mapped = {sl for sl in slabs if is_mapped(sl)}
+    assert mapped, "the slabs' regions were unmapped: the live block should keep one"
+    assert all(resident_pages(sl, SLAB) == 0 for sl in mapped), \
+        [resident_pages(sl, SLAB) for sl in mapped]
+    st = hakmem.stats()
+    assert st["slabs_decommitted"] >= len(mapped)
+    again = [hakmem.malloc(512) for _ in range(2000)]    # cold slabs are taken again
+    write(again[0], b"x" * 512)
+    assert hakmem.stats()["slabs_decommitted"] < st["slabs_decommitted"]
+    for b in again:
+        assert hakmem.is_live(b)
+        hakmem.free(b)
+    hakmem.free(keep)
+
+
+def is_mapped(addr):
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return True
+    return False
 
 
 def test_purge_off_keeps_empty_slabs_until_trim():

@@ -276,24 +276,32 @@ cdef inline void* hak_sll_pop(hak_tclass_t* k, void* p) noexcept nogil:
     return p
 
 
+cdef inline void* hak_heap_pop(hak_heap_t* h, size_t size) noexcept nogil:
+    """The allocation fast path for size <= HAK_TINY_MAX: a magazine pop, else a
+    free-list pop; NULL when both are empty (the caller takes its slow path)."""
+    cdef hak_tclass_t* k = h.direct[(size + 15) >> 4]
+    cdef uint32_t t = k.mag_top
+    cdef void* p
+    if hak_likely(t != 0):
+        t -= 1
+        k.mag_top = t
+        p = k.mag[t]
+        k.mag_hits += 1
+        (<uint64_t*>p)[1] = 0      # clear the free tag (p is non-NULL from here on)
+        return p
+    p = k.sll
+    if p != NULL:
+        return hak_sll_pop(k, p)
+    return NULL
+
+
 cdef inline void* hak_heap_malloc(hak_heap_t* h, size_t size) noexcept nogil:
     """hak_malloc(size) with the fast path compiled into the caller."""
-    cdef hak_tclass_t* k
-    cdef uint32_t t
     cdef void* p
     if hak_likely(size <= <size_t>HAK_TINY_MAX):
-        k = h.direct[(size + 15) >> 4]
-        t = k.mag_top
-        if hak_likely(t != 0):
-            t -= 1
-            k.mag_top = t
-            p = k.mag[t]
-            k.mag_hits += 1
-            (<uint64_t*>p)[1] = 0
+        p = hak_heap_pop(h, size)
+        if hak_likely(p != NULL):
             return p
-        p = k.sll
-        if p != NULL:
-            return hak_sll_pop(k, p)
     return hak_heap_malloc_slow(h, size)
 
 
@@ -310,15 +318,25 @@ cdef inline void* hak_heap_calloc(hak_heap_t* h, size_t n, size_t size) noexcept
     return p
 
 
-cdef inline void hak_heap_free_tiny(hak_heap_t* h, void* p, bint use_sll) noexcept nogil:
-    """hak_heap_free(h, p) for a p already known to lie in a hakmem region
-    (hak_is_tiny said so): skips the registry load. use_sll: see hak_owner_free."""
+cdef inline bint hak_free_if_owner(void* p, uintptr_t tid, bint use_sll) noexcept nogil:
+    """Free p, a block known to lie in a hakmem region, if the thread whose id is tid
+    (the caller) owns its slab; False, with nothing done, if it does not. The owner
+    test needs no heap: a slab names its owner's class state (use_sll: see
+    hak_owner_free)."""
     cdef hak_slab_t* s = hak_slab_of(<uintptr_t>p)
     cdef hak_tclass_t* k
-    if hak_likely(s.owner_tid == h.tid):         # h's own block
+    if hak_likely(s.owner_tid == tid):
         k = <hak_tclass_t*>s.owner
         if hak_unlikely(hak_owner_free(k, s, p, use_sll)):
             hak_slab_freed(k, s)
+        return True
+    return False
+
+
+cdef inline void hak_heap_free_tiny(hak_heap_t* h, void* p, bint use_sll) noexcept nogil:
+    """hak_heap_free(h, p) for a p already known to lie in a hakmem region
+    (hak_is_tiny said so): skips the registry load. use_sll: see hak_owner_free."""
+    if hak_likely(hak_free_if_owner(p, h.tid, use_sll)):    # h's own block
         return
     hak_heap_free_slow(h, p)
 

@@ -39,11 +39,12 @@ The raw domain (called without the GIL) is never touched.
 from libc.stdint cimport uintptr_t, uint64_t, uint8_t
 from libc.string cimport memcpy, memset
 
-from hakmem.classes cimport HAK_TINY_MAX, hak_likely, hak_unlikely
+from hakmem.classes cimport HAK_TINY_MAX, HAK_DEBUG, hak_likely, hak_unlikely
 from hakmem.slab cimport hak_is_tiny, hak_registry, hak_slab_purge_idle, HAK_IDLE_LARGE_BYTES
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_realloc, hak_free, hak_usable_size,
-                          hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_free_tiny,
-                          hak_realloc_stays, hak_thread_id)
+                          hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_pop,
+                          hak_heap_free_tiny, hak_free_if_owner, hak_realloc_stays,
+                          hak_thread_id)
 
 cdef extern from "Python.h":
     ctypedef enum PyMemAllocatorDomain:
@@ -74,6 +75,8 @@ cdef struct hook_t:
     int hooked              # our functions were set for this domain (never undone)
     int active              # 1: small requests go to hakmem; 0: pass-through
     size_t limit            # the largest request served by hakmem (HAKMEM_HOOK_MAX)
+    size_t serve            # limit while active, else 0: the fast path's one test,
+                            # n - 1 < serve (n == 0 wraps around to the slow path)
     uint64_t tiny_allocs    # malloc/calloc/realloc(NULL) served by hakmem
     uint64_t old_allocs     # ... served by the old allocator
     uint64_t tiny_frees     # frees of hakmem blocks
@@ -98,8 +101,18 @@ memset(&g_no_heap, 0, sizeof(g_no_heap))
 cdef hak_heap_t* g_heap = &g_no_heap
 # Bytes of large requests passed to the old allocator since the last idle-purge check.
 cdef size_t g_large_bytes = 0
+# _hook_malloc's slow path, called through a pointer so the compiler cannot inline it
+# into the fast path (which then needs no stack frame); set below its definition.
+ctypedef void* (*malloc_slow_t)(hook_t* h, size_t n) noexcept nogil
+cdef malloc_slow_t g_malloc_slow
+ctypedef void (*free_slow_t)(void* p) noexcept nogil
+cdef free_slow_t g_free_slow       # the same for _hook_free (_free_ours)
 
 _DOMAINS = {"mem": (0, PYMEM_DOMAIN_MEM), "obj": (1, PYMEM_DOMAIN_OBJ)}
+
+
+cdef void _set_serve(hook_t* h) noexcept nogil:
+    h.serve = h.limit if h.active else 0
 
 
 # ---- the hook functions (called by CPython with the GIL held) -------------------
@@ -136,10 +149,25 @@ cdef inline hak_heap_t* _heap() noexcept nogil:
 
 
 cdef void* _hook_malloc(void* ctx, size_t n) noexcept nogil:
+    """The fast path: a pop from the caller's magazine or free list. It calls nothing
+    but, in tail position, the slow path, so it compiles to a leaf with no frame."""
     cdef hook_t* h = <hook_t*>ctx
+    cdef hak_heap_t* hp = g_heap
+    cdef void* p
+    if hak_likely(n - 1 < h.serve and hp.tid == hak_thread_id()):
+        p = hak_heap_pop(hp, n)
+        if hak_likely(p != NULL):
+            h.tiny_allocs += 1
+            return p
+    return g_malloc_slow(h, n)
+
+
+cdef void* _hook_malloc_slow(hook_t* h, size_t n) noexcept nogil:
+    """Everything _hook_malloc's fast path leaves: another thread's first call since
+    the last switch, a refill, n == 0, large requests, pass-through."""
     cdef hak_heap_t* hp
     cdef void* p
-    if hak_likely(n <= h.limit and h.active):
+    if n <= h.limit and h.active:
         hp = _heap()
         # n == 0 gets a unique 16-byte block; the inline pop compiles in here
         p = hak_heap_malloc(hp, n) if hak_likely(hp != NULL) else NULL
@@ -151,6 +179,9 @@ cdef void* _hook_malloc(void* ctx, size_t n) noexcept nogil:
     if n > h.limit:
         _large(n)
     return h.old.malloc(h.old.ctx, n)
+
+
+g_malloc_slow = _hook_malloc_slow
 
 
 cdef void* _hook_calloc(void* ctx, size_t nelem, size_t elsize) noexcept nogil:
@@ -188,6 +219,13 @@ cdef inline void _free_ours(void* p) noexcept nogil:
     heap, straight back to its slab past a full magazine (see hak_owner_free), with
     no second registry lookup."""
     _free_ours_via(_heap(), p)
+
+
+cdef void _free_ours_out_of_line(void* p) noexcept nogil:
+    _free_ours(p)
+
+
+g_free_slow = _free_ours_out_of_line
 
 
 cdef inline void _free_ours_via(hak_heap_t* hp, void* p) noexcept nogil:
@@ -238,10 +276,14 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
 
 
 cdef void _hook_free(void* ctx, void* p) noexcept nogil:
+    """The owner's free needs no heap lookup: the block's slab names its owner thread
+    and class state. Other threads' blocks, and every free in a debug build (whose
+    checks live on the slow path), go through _free_ours."""
     cdef hook_t* h = <hook_t*>ctx
     if hak_likely(_ours(p)):
         h.tiny_frees += 1
-        _free_ours(p)
+        if HAK_DEBUG or not hak_free_if_owner(p, hak_thread_id(), False):
+            g_free_slow(p)
         return
     h.old_frees += 1
     h.old.free(h.old.ctx, p)
@@ -257,6 +299,7 @@ def set_limit(size_t limit):
     g_limit = limit
     for i in range(2):
         g_hooks[i].limit = limit
+        _set_serve(&g_hooks[i])
 
 def parse_domains(domains, where):
     """Domains as a tuple from "obj,mem" or an iterable; ``where`` names the caller in
@@ -320,9 +363,11 @@ def install(domains=("obj", "mem")):
             h.limit = g_limit
             h.active = 1
             h.hooked = 1
+            _set_serve(h)
             PyMem_SetAllocator(dom, &ours)
         else:
             h.active = 1       # the pass-through hook is still in the chain: switch it on
+            _set_serve(h)
     return installed()
 
 
@@ -346,6 +391,7 @@ def uninstall(domains=None):
                                f"{', '.join(idle)}")
     for d in todo:
         g_hooks[_DOMAINS[d][0]].active = 0
+        _set_serve(&g_hooks[_DOMAINS[d][0]])
     return installed()
 
 

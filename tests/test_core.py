@@ -506,8 +506,9 @@ def test_a_new_region_costs_pages_only_for_the_slabs_in_use():
     r = run_py(code, {})
     assert r.returncode == 0, r.stderr
     regions, pages = json.loads(r.stdout)
-    # the region header, the slab header (which holds the first blocks), one carve
-    assert regions == 1 and pages <= 4, pages
+    # the region header, the slab header (which holds the first blocks), one carve;
+    # a debug build writes canaries over the whole slab it formats (16 pages)
+    assert regions == 1 and pages <= (17 if hakmem.build_info()["debug"] else 4), pages
 
 
 def test_a_purged_slab_gives_back_every_page_header_included():

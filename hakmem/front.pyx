@@ -20,7 +20,7 @@ from hakmem.classes cimport (HAK_NCLASSES, HAK_NSIZES, HAK_TINY_MAX, HAK_DEBUG, 
 from hakmem.slab cimport (hak_slab_t, hak_region_t, hak_region_of, hak_slab_of, hak_slab_index,
                           hak_slab_start, hak_is_tiny, hak_slab_disown,
                           hak_block_tag, hak_block_is_tagged,
-                          hak_slab_put, hak_slab_mark_full, hak_slab_mark_active,
+                          hak_slab_put, hak_slab_mark_full, hak_slab_mark_active, hak_slab_reset,
                           hak_slab_list_push, hak_slab_list_remove, hak_registry,
                           hak_slab_acquire, hak_slab_release, hak_slab_abandon,
                           hak_slab_drain_remote, hak_slab_take, hak_slab_check,
@@ -226,9 +226,12 @@ cdef void hak_slab_freed(hak_tclass_t* k, hak_slab_t* s) noexcept nogil:
     a block back while on the full list."""
     cdef hak_tcache_t* tc = <hak_tcache_t*>hak_tls_get()
     cdef uint32_t c = _class_of(tc, k)
-    if s.used == 0 and s != tc.cur[c]:
-        _slab_unlink(tc, c, s)
-        hak_slab_release(s)
+    if s.used == 0:
+        if s != tc.cur[c]:
+            _slab_unlink(tc, c, s)
+            hak_slab_release(s)
+        else:
+            hak_slab_reset(s)
     elif s.state == HAK_SLAB_FULL:
         # pymalloc's usedpools order: a slab that gets room back goes first
         _slab_unlink(tc, c, s)

@@ -222,6 +222,15 @@ cdef inline uint32_t hak_slab_put(hak_slab_t* s, void* p) noexcept nogil:
     s.used -= 1
     return s.used
 
+cdef inline void hak_slab_reset(hak_slab_t* s) noexcept nogil:
+    """Owner: an empty slab (used == 0: every block is on local_free or uncarved) that
+    it keeps goes back to bump carving, so the blocks come out in address order again
+    instead of in the order they died."""
+    s.local_free = NULL
+    s.nfree = 0
+    s.bump = hak_slab_start(s)
+
+
 cdef inline void hak_slab_mark_full(hak_slab_t* s) noexcept nogil:
     """Owner: a refill found the slab exhausted (it moves to the owner's full list)."""
     s.state = HAK_SLAB_FULL

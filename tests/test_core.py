@@ -537,6 +537,26 @@ def test_a_purged_slab_gives_back_every_page_header_included():
     hakmem.free(keep)
 
 
+def test_an_emptied_slab_hands_out_blocks_in_address_order_again():
+    """A slab that empties is formatted afresh when a class takes it again: its blocks
+    come out in address order, not in the order they were freed, so objects allocated
+    together lie together (as in a pool pymalloc re-initialises)."""
+    import random
+    hakmem.thread_flush()
+    blocks = [hakmem.malloc(256) for _ in range(2000)]        # ~8 slabs of one class
+    random.Random(7).shuffle(blocks)
+    for b in blocks:
+        hakmem.free(b)
+    hakmem.thread_flush()                                     # the slabs empty
+    again = [hakmem.malloc(256) for _ in range(1500)]
+    steps = [(a, b) for a, b in zip(again, again[1:]) if a & ~(SLAB - 1) == b & ~(SLAB - 1)]
+    assert len(steps) > 1000
+    ascending = sum(b == a + 256 for a, b in steps)
+    assert ascending > 0.95 * len(steps), (ascending, len(steps))
+    for b in again:
+        hakmem.free(b)
+
+
 def is_mapped(addr):
     with open("/proc/self/maps") as f:
         for line in f:

@@ -624,3 +624,59 @@ def test_python_programs_pymalloc_side_never_imports_hakmem():
     r = sp.run([sys.executable, "-c", code], capture_output=True, text=True,
                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd="/")
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+# ---- tools/hook_instructions.py (callgrind: the hook against pymalloc, per call) -----
+def _hook_instructions():
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "tools", "hook_instructions.py")
+    spec = importlib.util.spec_from_file_location("hook_instructions", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hook_instructions_parses_callgrind_self_costs_and_calls(tmp_path):
+    """Self cost lines count for their function; the line after calls= is a call's
+    inclusive cost and does not; names given once are reused by id."""
+    hi = _hook_instructions()
+    f = tmp_path / "cg.out"
+    f.write_text("events: Ir\n"
+                 "fn=(1) main\n"
+                 "10 100\n"
+                 "cfn=(2) __pyx_f_6hakmem_7pyalloc__hook_malloc\n"
+                 "calls=4 0\n"
+                 "11 80\n"
+                 "+1 5\n"
+                 "cfn=(2)\n"
+                 "calls=1 0\n"
+                 "12 20\n"
+                 "fn=(2)\n"
+                 "0 76\n"
+                 "cfn=(3) __pyx_f_6hakmem_7pyalloc__hook_malloc_slow\n"
+                 "calls=1 0\n"
+                 "5 24\n"
+                 "fn=(3)\n"
+                 "0 24\n"
+                 "totals: 205\n")
+    prof = hi.parse(str(f))
+    ir, calls, total = prof
+    assert ir["main"] == 105 and ir["__pyx_f_6hakmem_7pyalloc__hook_malloc"] == 76
+    assert calls["__pyx_f_6hakmem_7pyalloc__hook_malloc"] == 5 and total == 205
+    row = hi.per_call(prof, hi.HAKMEM)["malloc"]
+    assert row == (5, (76 + 24) / 5)         # the slow path's own cost counts in its row
+
+
+def test_hook_instructions_runs_both_allocators(capsys):
+    import shutil
+    if shutil.which("valgrind") is None:
+        pytest.skip("needs valgrind")
+    hi = _hook_instructions()
+    assert hi.main(["--rounds", "300"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out if line.startswith(("pymalloc", "hakmem"))}
+    for name in ("pymalloc", "hakmem"):
+        r = rows[name][-5:]          # mallocs, instr, frees, instr, program total
+        assert int(r[0]) > 10_000 and int(r[2]) > 10_000
+        assert 5 < float(r[1]) < 200 and 5 < float(r[3]) < 200

@@ -82,18 +82,18 @@ cdef extern from *:
     HAK_STATIC_ASSERT(offsetof(hak_slab_t, remote_free) == 64, "remote frees get their own cache line");
     HAK_STATIC_ASSERT(HAK_SLAB_HDR % 16 == 0, "blocks must stay 16-byte aligned");
 
+    /* A region is on two lists: all regions (trim, unmap) and the regions with cold
+       slabs (acquire). link[HAK_RL_x] holds its next/prev on list x. */
+    enum { HAK_RL_ALL = 0, HAK_RL_COLD = 1 };
     typedef struct hak_region_s {
         uint64_t magic;
-        struct hak_region_s* next;  /* all regions, for trim and stats */
-        struct hak_region_s* prev;
+        struct hak_region_s* link[2][2];   /* [list][0] = next, [list][1] = prev */
         uint32_t npooled;           /* empty slabs: on the pool list or cold */
         /* Bit i: slab i is empty and none of its pages (header included) is resident:
            never touched since the map, or given back by a purge. A cold slab is on no
            list; its header reads as zeros (state HAK_SLAB_POOLED, capacity 0). */
         uint64_t cold;
         uint64_t returned;          /* the cold slabs a purge or trim gave back */
-        struct hak_region_s* cold_next;  /* regions with cold slabs, for acquire */
-        struct hak_region_s* cold_prev;
     } hak_region_t;
     HAK_STATIC_ASSERT(sizeof(hak_region_t) <= 4096, "region header fits the first page of slab 0");
     HAK_STATIC_ASSERT(HAK_SLABS_PER_REGION <= 64, "a region's cold slabs are one 64-bit mask");
@@ -131,15 +131,14 @@ cdef extern from *:
         hak_slab_t* next
         hak_slab_t* prev
 
+    enum: HAK_RL_ALL
+    enum: HAK_RL_COLD
     ctypedef struct hak_region_t:
         uint64_t magic
-        hak_region_t* next
-        hak_region_t* prev
+        hak_region_t* link[2][2]
         uint32_t npooled
         uint64_t cold
         uint64_t returned
-        hak_region_t* cold_next
-        hak_region_t* cold_prev
 
     hak_slab_t* hak_region_slab(hak_region_t* r, int i) nogil
 

@@ -73,27 +73,33 @@ cdef bint _registry_set(uintptr_t a, uint8_t v) noexcept nogil:
     return True
 
 
-cdef void _cold_list_push(hak_region_t* r) noexcept nogil:
-    """r just got its first cold slab (lock held)."""
-    global g_cold_regions
-    r.cold_prev = NULL
-    r.cold_next = g_cold_regions
-    if g_cold_regions != NULL:
-        g_cold_regions.cold_prev = r
-    g_cold_regions = r
+cdef hak_region_t** _region_list(int which) noexcept nogil:
+    return &g_regions if which == HAK_RL_ALL else &g_cold_regions
 
 
-cdef void _cold_list_remove(hak_region_t* r) noexcept nogil:
-    """r has no cold slab left, or is being unmapped (lock held)."""
-    global g_cold_regions
-    if r.cold_prev != NULL:
-        r.cold_prev.cold_next = r.cold_next
+cdef void _region_list_push(int which, hak_region_t* r) noexcept nogil:
+    """r goes to the front of region list `which` (lock held)."""
+    cdef hak_region_t** head = _region_list(which)
+    r.link[which][1] = NULL
+    r.link[which][0] = head[0]
+    if head[0] != NULL:
+        head[0].link[which][1] = r
+    head[0] = r
+
+
+cdef void _region_list_remove(int which, hak_region_t* r) noexcept nogil:
+    """r leaves region list `which` (lock held)."""
+    cdef hak_region_t** head = _region_list(which)
+    cdef hak_region_t* nxt = r.link[which][0]
+    cdef hak_region_t* prv = r.link[which][1]
+    if prv != NULL:
+        prv.link[which][0] = nxt
     else:
-        g_cold_regions = r.cold_next
-    if r.cold_next != NULL:
-        r.cold_next.cold_prev = r.cold_prev
-    r.cold_next = NULL
-    r.cold_prev = NULL
+        head[0] = nxt
+    if nxt != NULL:
+        nxt.link[which][1] = prv
+    r.link[which][0] = NULL
+    r.link[which][1] = NULL
 
 
 cdef hak_slab_t* _cold_take(hak_region_t* r) noexcept nogil:
@@ -105,13 +111,12 @@ cdef hak_slab_t* _cold_take(hak_region_t* r) noexcept nogil:
         r.returned &= ~bit
         g_st.slabs_decommitted -= 1
     if r.cold == 0:
-        _cold_list_remove(r)
+        _region_list_remove(HAK_RL_COLD, r)
     return hak_region_slab(r, i)
 
 
 cdef hak_region_t* _region_map() noexcept nogil:
-    """Map one aligned region and put its 63 slabs in the pool (lock held)."""
-    global g_regions
+    """Map one aligned region, its 63 slabs cold (lock held)."""
     cdef size_t sz = HAK_REGION_SIZE
     cdef char* raw
     cdef char* base
@@ -138,17 +143,13 @@ cdef hak_region_t* _region_map() noexcept nogil:
         return NULL
     r = <hak_region_t*>base
     r.magic = HAK_REGION_MAGIC
-    r.prev = NULL
-    r.next = g_regions
-    if g_regions != NULL:
-        g_regions.prev = r
-    g_regions = r
+    _region_list_push(HAK_RL_ALL, r)
     # Every slab starts cold: no header is written (a fresh mapping reads as zeros,
     # i.e. pooled), so the map touches this one page, not 63 headers.
     r.npooled = HAK_SLABS_PER_REGION - 1
     r.cold = ~<uint64_t>0 << 1
     r.returned = 0
-    _cold_list_push(r)
+    _region_list_push(HAK_RL_COLD, r)
     g_st.bytes_mapped += sz
     g_st.regions += 1
     g_st.slabs_pooled += HAK_SLABS_PER_REGION - 1
@@ -361,7 +362,7 @@ cdef size_t _decommit(hak_slab_t* s) noexcept nogil:
     hak_slab_list_remove(&g_pool, s)
     g_npool -= 1
     if r.cold == 0:
-        _cold_list_push(r)
+        _region_list_push(HAK_RL_COLD, r)
     r.cold |= bit
     r.returned |= bit
     g_st.slabs_decommitted += 1
@@ -374,14 +375,14 @@ cdef size_t _decommit(hak_slab_t* s) noexcept nogil:
 
 cdef size_t _unmap_empty_regions() noexcept nogil:
     """Unmap every region whose slabs are all empty (lock held); returns bytes."""
-    global g_regions, g_npool
+    global g_npool
     cdef hak_region_t* r = g_regions
     cdef hak_region_t* rn
     cdef hak_slab_t* s
     cdef size_t freed = 0
     cdef int i
     while r != NULL:
-        rn = r.next
+        rn = r.link[HAK_RL_ALL][0]
         if r.npooled == HAK_SLABS_PER_REGION - 1:
             for i in range(1, HAK_SLABS_PER_REGION):
                 if not (r.cold >> i) & 1:      # the warm ones are on the pool list
@@ -390,14 +391,9 @@ cdef size_t _unmap_empty_regions() noexcept nogil:
                     g_npool -= 1
             g_st.slabs_decommitted -= __builtin_popcountll(r.returned)
             if r.cold:
-                _cold_list_remove(r)
+                _region_list_remove(HAK_RL_COLD, r)
             g_st.slabs_pooled -= HAK_SLABS_PER_REGION - 1
-            if r.prev != NULL:
-                r.prev.next = r.next
-            else:
-                g_regions = r.next
-            if r.next != NULL:
-                r.next.prev = r.prev
+            _region_list_remove(HAK_RL_ALL, r)
             _registry_set(<uintptr_t>r, 0)
             munmap(<void*>r, HAK_REGION_SIZE)
             g_st.bytes_mapped -= HAK_REGION_SIZE
@@ -429,7 +425,6 @@ cdef size_t _purge(uint32_t keep) noexcept nogil:
 
 cdef size_t hak_slab_trim() noexcept nogil:
     """Return pooled slabs' pages to the OS and unmap wholly empty regions."""
-    global g_regions
     cdef size_t freed = 0
     cdef hak_slab_t* s
     cdef hak_slab_t* nxt

@@ -567,14 +567,19 @@ def test_instructions_without_valgrind_is_one_clear_line(tmp_path):
 
 
 # ---- tools/pyperf_compare.py (pyperformance under pymalloc vs hakmem) --------------
-def _pyperf_compare():
+def _tool(name):
+    """tools/<name>.py, loaded as a module (tools/ is not a package)."""
     import importlib.util
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "tools", "pyperf_compare.py")
-    spec = importlib.util.spec_from_file_location("pyperf_compare", path)
+                        "tools", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _pyperf_compare():
+    return _tool("pyperf_compare")
 
 
 def test_pyperf_compare_summary_ratios_and_peak_rss(tmp_path):
@@ -628,13 +633,7 @@ def test_python_programs_pymalloc_side_never_imports_hakmem():
 
 # ---- tools/hook_instructions.py (callgrind: the hook against pymalloc, per call) -----
 def _hook_instructions():
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "tools", "hook_instructions.py")
-    spec = importlib.util.spec_from_file_location("hook_instructions", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _tool("hook_instructions")
 
 
 def test_hook_instructions_parses_callgrind_self_costs_and_calls(tmp_path):

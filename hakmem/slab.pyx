@@ -11,8 +11,19 @@ from hakmem.classes cimport hak_stride, HAK_NCLASSES, HAK_CANARY, HAK_DEBUG
 from hakmem.remote cimport hak_remote_take_all, hak_atomic_load_ptr
 
 cdef extern from *:
+    """
+    #include <sys/mman.h>
+    /* Regions are 4 MiB-aligned: under THP "always" the kernel would back a touched
+       region with 2 MiB pages and make the cold slabs around a hot one resident. */
+    static inline void hak_no_huge_pages(void* p, size_t n) {
+    #ifdef MADV_NOHUGEPAGE
+        madvise(p, n, MADV_NOHUGEPAGE);
+    #endif
+    }
+    """
     int __builtin_ctzll(unsigned long long) nogil
     int __builtin_popcountll(unsigned long long) nogil
+    void hak_no_huge_pages(void* p, size_t n) nogil
 
 cdef extern from "<sys/mman.h>" nogil:
     void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
@@ -141,6 +152,7 @@ cdef hak_region_t* _region_map() noexcept nogil:
         munmap(base, sz)
         g_st.mmap_failures += 1
         return NULL
+    hak_no_huge_pages(base, sz)
     r = <hak_region_t*>base
     r.magic = HAK_REGION_MAGIC
     _region_list_push(HAK_RL_ALL, r)

@@ -22,6 +22,9 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# This checkout's hakmem when it is built in place, else the installed one.
+BUILT = any(f.startswith("front.") and f.endswith((".so", ".pyd"))
+            for f in os.listdir(os.path.join(ROOT, "hakmem")))
 
 # The loops: pyperformance's json benchmarks in miniature (the same kind of documents).
 WORKLOADS = {
@@ -56,7 +59,7 @@ def profile(script, site, out):
     """Run script under callgrind (with hakmem's sitecustomize if site); the out file."""
     env = dict(os.environ)
     env.pop("HAKMEM_INSTALL", None)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + ([site] if site else []))
+    env["PYTHONPATH"] = os.pathsep.join(([ROOT] if BUILT else []) + ([site] if site else []))
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
            sys.executable, script]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -135,6 +138,9 @@ def main(argv=None):
     hk = parse(profile(script, site, os.path.join(d, "hakmem.cg")))
     rows = [("pymalloc", per_call(py, PYMALLOC), py[2]),
             ("hakmem hook", per_call(hk, HAKMEM), hk[2])]
+    if rows[1][1]["malloc"][0] == 0:
+        raise SystemExit("hook_instructions: the hook never ran: hakmem did not install "
+                         "in the child (is hakmem built or installed?)")
     print(f"{a.workload}, {a.rounds} rounds; instructions per call (callgrind)")
     print(f"{'allocator':<12} {'mallocs':>10} {'instr':>6} {'frees':>10} {'instr':>6} "
           f"{'program total':>15}")

@@ -31,6 +31,9 @@ DEFAULT = ("json_dumps json_loads deepcopy pprint xml_etree gc_collect richards 
 
 SITE = "import hakmem\nhakmem.install()\n"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# This checkout's hakmem when it is built in place, else the installed one.
+BUILT = any(f.startswith("front.") and f.endswith((".so", ".pyd"))
+            for f in os.listdir(os.path.join(ROOT, "hakmem")))
 
 
 def benchmark_dir():
@@ -49,7 +52,8 @@ def benchmark_dir():
 def run_side(script, side, out, site, pyperf_args):
     """One benchmark script for one side, appending to <out>/<side>.json."""
     env = dict(os.environ)
-    path = [ROOT] + ([site] if side == "hakmem" else []) + [env.get("PYTHONPATH", "")]
+    path = (([ROOT] if BUILT else []) + ([site] if side == "hakmem" else [])
+            + [env.get("PYTHONPATH", "")])
     env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
     env.pop("HAKMEM_INSTALL", None)
     cmd = [sys.executable, script, "--append", os.path.join(out, side + ".json"),
@@ -127,7 +131,8 @@ def main(argv=None):
     # as pip does at install. Under PYTHONDONTWRITEBYTECODE every worker would otherwise
     # compile hakmem/__init__.py afresh, and the compiler's ~0.4 MiB of heap would count
     # in hakmem's peak RSS.
-    compileall.compile_dir(os.path.join(ROOT, "hakmem"), quiet=1)
+    if BUILT:
+        compileall.compile_dir(os.path.join(ROOT, "hakmem"), quiet=1)
     site = os.path.join(out, "site")
     os.makedirs(site, exist_ok=True)
     with open(os.path.join(site, "sitecustomize.py"), "w") as f:

@@ -667,10 +667,8 @@ def test_hook_instructions_parses_callgrind_self_costs_and_calls(tmp_path):
     assert row == (5, (76 + 24) / 5)         # the slow path's own cost counts in its row
 
 
+@needs_valgrind
 def test_hook_instructions_runs_both_allocators(capsys):
-    import shutil
-    if shutil.which("valgrind") is None:
-        pytest.skip("needs valgrind")
     hi = _hook_instructions()
     assert hi.main(["--rounds", "300"]) == 0
     out = capsys.readouterr().out.splitlines()

@@ -333,20 +333,11 @@ cdef inline bint hak_free_if_owner(void* p, uintptr_t tid, bint use_sll) noexcep
     return False
 
 
-cdef inline void hak_heap_free_tiny(hak_heap_t* h, void* p, bint use_sll) noexcept nogil:
-    """hak_heap_free(h, p) for a p already known to lie in a hakmem region
-    (hak_is_tiny said so): skips the registry load. use_sll: see hak_owner_free."""
-    if hak_likely(hak_free_if_owner(p, h.tid, use_sll)):    # h's own block
-        return
-    hak_heap_free_slow(h, p)
-
-
 cdef inline void hak_heap_free(hak_heap_t* h, void* p) noexcept nogil:
     """hak_free(p) with the fast path (a magazine push, or a push onto the block's own
     slab) compiled into the caller."""
-    if hak_likely(hak_is_tiny(h.reg, <uintptr_t>p)):
-        hak_heap_free_tiny(h, p, True)
-        return
+    if hak_likely(hak_is_tiny(h.reg, <uintptr_t>p) and hak_free_if_owner(p, h.tid, True)):
+        return                                  # h's own block
     hak_heap_free_slow(h, p)
 
 

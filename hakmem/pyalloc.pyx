@@ -4,19 +4,20 @@ A hook is a PyMemAllocatorEx whose ctx points at one hook_t (one per domain). It
 on top of the allocator that was installed before it (`old`: pymalloc, or the debug
 hooks, or whatever was there) and routes:
 
-  malloc/calloc(n)   active and n <= limit    -> hakmem (old allocator if hakmem is out of memory)
+  malloc/calloc(n)   n <= serve               -> hakmem (old allocator if hakmem is out of memory)
                      otherwise                -> old
   free(p)            p in a hakmem region     -> hak_free
                      otherwise (NULL too)     -> old
   realloc(p, n)      p NULL                   -> malloc(n)
-                     p in a region, n <= limit, active -> hak_realloc (stays tiny)
+                     p in a region, n <= serve -> hak_realloc (stays tiny)
                      p in a region, otherwise -> old.malloc(n), copy, hak_free   ("moved out")
                      p not ours               -> old.realloc  (its size is unknown to us,
                                                  so a shrinking big block stays in old)
 
-limit is HAKMEM_HOOK_MAX (512 by default, at most 1024): the largest request hakmem
-serves through the hook. 512 is pymalloc's own limit, so the old allocator sees the same
-stream of large requests as without hakmem; serving 513..1024 from hakmem too left
+serve is HAKMEM_HOOK_MAX (g_limit: 512 by default, at most 1024) while the hook is
+installed, 0 in pass-through: the largest request hakmem serves through the hook. 512
+is pymalloc's own limit, so the old allocator sees the same stream of large requests
+as without hakmem; serving 513..1024 from hakmem too left
 glibc's heap emptier, and it shrank and regrew its top on every phase of a program
 (ast.parse: 16,000 page faults per five rounds instead of 8,800, +3% CPU time).
 
@@ -25,7 +26,7 @@ in regions, and hakmem never hands this hook a large block, so region membership
 decides alone. A block of the old allocator can never lie in a region: a region's
 registry entry is cleared before it is unmapped.
 
-Uninstall keeps the hook in the chain and turns it to pass-through (`active = 0`):
+Uninstall keeps the hook in the chain and turns it to pass-through (`serve = 0`):
 objects allocated by hakmem while it was active outlive uninstall() and must still be
 freed by hakmem. Restoring `old` would hand those pointers to pymalloc (a crash). A
 pass-through hook costs one registry lookup per free. install() after uninstall()
@@ -43,8 +44,7 @@ from hakmem.classes cimport HAK_TINY_MAX, HAK_DEBUG, hak_likely, hak_unlikely
 from hakmem.slab cimport hak_is_tiny, hak_registry, hak_slab_purge_idle, HAK_IDLE_LARGE_BYTES
 from hakmem.front cimport (hak_malloc, hak_calloc, hak_realloc, hak_free, hak_usable_size,
                           hak_heap_t, hak_heap, hak_heap_malloc, hak_heap_pop,
-                          hak_heap_free_tiny, hak_free_if_owner, hak_realloc_stays,
-                          hak_thread_id)
+                          hak_free_if_owner, hak_realloc_stays, hak_thread_id)
 
 cdef extern from "Python.h":
     ctypedef enum PyMemAllocatorDomain:
@@ -73,9 +73,8 @@ cdef extern from *:
 cdef struct hook_t:
     PyMemAllocatorEx old    # the allocator below this hook (valid once hooked)
     int hooked              # our functions were set for this domain (never undone)
-    int active              # 1: small requests go to hakmem; 0: pass-through
-    size_t limit            # the largest request served by hakmem (HAKMEM_HOOK_MAX)
-    size_t serve            # limit while active, else 0: the fast path's one test,
+    size_t serve            # the largest request hakmem serves: g_limit while installed,
+                            # 0 in pass-through. The fast path's one test is
                             # n - 1 < serve (n == 0 wraps around to the slow path)
     uint64_t tiny_allocs    # malloc/calloc/realloc(NULL) served by hakmem
     uint64_t old_allocs     # ... served by the old allocator
@@ -88,7 +87,8 @@ cdef struct hook_t:
 
 
 cdef const uint8_t* g_reg = hak_registry()   # the registry's address never moves
-cdef size_t g_limit = 512                 # HAKMEM_HOOK_MAX (set_limit)
+cdef size_t g_limit = 512                 # HAKMEM_HOOK_MAX (set_limit); also the
+                                          # line between small and large requests
 cdef hook_t g_hooks[2]                    # [0] = mem, [1] = obj
 memset(g_hooks, 0, sizeof(g_hooks))
 # The heap of the thread that last called the hook (the GIL serialises the hook). A
@@ -105,14 +105,8 @@ cdef size_t g_large_bytes = 0
 # into the fast path (which then needs no stack frame); set below its definition.
 ctypedef void* (*malloc_slow_t)(hook_t* h, size_t n) noexcept nogil
 cdef malloc_slow_t g_malloc_slow
-ctypedef void (*free_slow_t)(void* p) noexcept nogil
-cdef free_slow_t g_free_slow       # the same for _hook_free (_free_ours)
 
 _DOMAINS = {"mem": (0, PYMEM_DOMAIN_MEM), "obj": (1, PYMEM_DOMAIN_OBJ)}
-
-
-cdef void _set_serve(hook_t* h) noexcept nogil:
-    h.serve = h.limit if h.active else 0
 
 
 # ---- the hook functions (called by CPython with the GIL held) -------------------
@@ -167,7 +161,7 @@ cdef void* _hook_malloc_slow(hook_t* h, size_t n) noexcept nogil:
     the last switch, a refill, n == 0, large requests, pass-through."""
     cdef hak_heap_t* hp
     cdef void* p
-    if n <= h.limit and h.active:
+    if h.serve and n <= h.serve:
         hp = _heap()
         # n == 0 gets a unique 16-byte block; the inline pop compiles in here
         p = hak_heap_malloc(hp, n) if hak_likely(hp != NULL) else NULL
@@ -176,7 +170,7 @@ cdef void* _hook_malloc_slow(hook_t* h, size_t n) noexcept nogil:
             return p
         h.oom_fallbacks += 1
     h.old_allocs += 1
-    if n > h.limit:
+    if n > g_limit:
         _large(n)
     return h.old.malloc(h.old.ctx, n)
 
@@ -188,14 +182,15 @@ cdef void* _hook_calloc(void* ctx, size_t nelem, size_t elsize) noexcept nogil:
     cdef hook_t* h = <hook_t*>ctx
     cdef size_t total
     cdef void* p
-    if h.active and hak_product_within(nelem, elsize, h.limit, &total):
+    cdef bint small = hak_product_within(nelem, elsize, g_limit, &total)
+    if h.serve and small:
         p = hak_calloc(total, 1)
         if p != NULL:
             h.tiny_allocs += 1
             return p
         h.oom_fallbacks += 1
     h.old_allocs += 1
-    if not hak_product_within(nelem, elsize, h.limit, &total):
+    if not small:
         _large(total)          # (wrapped if it overflowed: old.calloc refuses that anyway)
     return h.old.calloc(h.old.ctx, nelem, elsize)
 
@@ -215,24 +210,12 @@ cdef void* _move_out(hook_t* h, void* p, size_t n) noexcept nogil:
 
 
 cdef inline void _free_ours(void* p) noexcept nogil:
-    """Free a block known to be hakmem's, as the hook frees: through the caller's
-    heap, straight back to its slab past a full magazine (see hak_owner_free), with
-    no second registry lookup."""
-    _free_ours_via(_heap(), p)
-
-
-cdef void _free_ours_out_of_line(void* p) noexcept nogil:
-    _free_ours(p)
-
-
-g_free_slow = _free_ours_out_of_line
-
-
-cdef inline void _free_ours_via(hak_heap_t* hp, void* p) noexcept nogil:
-    """_free_ours through a heap the caller already looked up (NULL: hak_free)."""
-    if hak_likely(hp != NULL):
-        hak_heap_free_tiny(hp, p, False)
-    else:
+    """Free a block known to be hakmem's, as the hook frees. The owner's free needs no
+    heap lookup: the block's slab names its owner thread and class state, and past a
+    full magazine the block goes straight back to its slab (see hak_owner_free). Other
+    threads' blocks, and every free in a debug build (whose checks live there), go
+    through hak_free, a call in tail position."""
+    if HAK_DEBUG or not hak_free_if_owner(p, hak_thread_id(), False):
         hak_free(p)
 
 
@@ -252,7 +235,7 @@ cdef void* _realloc_tiny(void* p, size_t n) noexcept nogil:
         return NULL
     have = hak_usable_size(p)
     memcpy(q, p, n if n < have else have)
-    _free_ours_via(hp, p)
+    _free_ours(p)
     return q
 
 
@@ -262,7 +245,7 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
     if p == NULL:
         return _hook_malloc(ctx, n)
     if _ours(p):
-        if n <= h.limit and h.active:
+        if h.serve and n <= h.serve:
             q = _realloc_tiny(p, n)   # stays tiny: n == 0 keeps or gets a 16-byte block
             if q != NULL:
                 h.tiny_reallocs += 1
@@ -270,20 +253,16 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
             h.oom_fallbacks += 1
         return _move_out(h, p, n)
     h.old_reallocs += 1
-    if n > h.limit:
+    if n > g_limit:
         _large(n)
     return h.old.realloc(h.old.ctx, p, n)
 
 
 cdef void _hook_free(void* ctx, void* p) noexcept nogil:
-    """The owner's free needs no heap lookup: the block's slab names its owner thread
-    and class state. Other threads' blocks, and every free in a debug build (whose
-    checks live on the slow path), go through _free_ours."""
     cdef hook_t* h = <hook_t*>ctx
     if hak_likely(_ours(p)):
         h.tiny_frees += 1
-        if HAK_DEBUG or not hak_free_if_owner(p, hak_thread_id(), False):
-            g_free_slow(p)
+        _free_ours(p)
         return
     h.old_frees += 1
     h.old.free(h.old.ctx, p)
@@ -298,8 +277,8 @@ def set_limit(size_t limit):
         raise ValueError(f"set_limit(): {limit} is not in 1..{HAK_TINY_MAX}")
     g_limit = limit
     for i in range(2):
-        g_hooks[i].limit = limit
-        _set_serve(&g_hooks[i])
+        if g_hooks[i].serve:
+            g_hooks[i].serve = limit
 
 def parse_domains(domains, where):
     """Domains as a tuple from "obj,mem" or an iterable; ``where`` names the caller in
@@ -342,7 +321,7 @@ def install(domains=("obj", "mem")):
     cdef hook_t* h
     cdef PyMemAllocatorEx ours
     todo = parse_domains(domains, "install()")
-    busy = [d for d in todo if g_hooks[_DOMAINS[d][0]].active]
+    busy = [d for d in todo if g_hooks[_DOMAINS[d][0]].serve]
     if busy:
         raise RuntimeError(f"install(): hakmem is already installed for domain(s) "
                            f"{', '.join(busy)}; call uninstall() first")
@@ -360,14 +339,11 @@ def install(domains=("obj", "mem")):
             ours.calloc = _hook_calloc
             ours.realloc = _hook_realloc
             ours.free = _hook_free
-            h.limit = g_limit
-            h.active = 1
+            h.serve = g_limit
             h.hooked = 1
-            _set_serve(h)
             PyMem_SetAllocator(dom, &ours)
         else:
-            h.active = 1       # the pass-through hook is still in the chain: switch it on
-            _set_serve(h)
+            h.serve = g_limit  # the pass-through hook is still in the chain: switch it on
     return installed()
 
 
@@ -385,19 +361,18 @@ def uninstall(domains=None):
             raise RuntimeError("uninstall(): hakmem is not installed")
     else:
         todo = parse_domains(domains, "uninstall()")
-        idle = [d for d in todo if not g_hooks[_DOMAINS[d][0]].active]
+        idle = [d for d in todo if not g_hooks[_DOMAINS[d][0]].serve]
         if idle:
             raise RuntimeError(f"uninstall(): hakmem is not installed for domain(s) "
                                f"{', '.join(idle)}")
     for d in todo:
-        g_hooks[_DOMAINS[d][0]].active = 0
-        _set_serve(&g_hooks[_DOMAINS[d][0]])
+        g_hooks[_DOMAINS[d][0]].serve = 0
     return installed()
 
 
 def installed():
     """The domains whose small allocations hakmem serves now, e.g. ``("obj", "mem")``."""
-    return tuple(d for d in ("obj", "mem") if g_hooks[_DOMAINS[d][0]].active)
+    return tuple(d for d in ("obj", "mem") if g_hooks[_DOMAINS[d][0]].serve)
 
 
 def hook_stats():
@@ -412,7 +387,7 @@ def hook_stats():
     out = {}
     for d in ("obj", "mem"):
         h = &g_hooks[_DOMAINS[d][0]]
-        out[d] = dict(hooked=bool(h.hooked), active=bool(h.active),
+        out[d] = dict(hooked=bool(h.hooked), active=bool(h.serve),
                       tiny_allocs=h.tiny_allocs, old_allocs=h.old_allocs,
                       tiny_frees=h.tiny_frees, old_frees=h.old_frees,
                       tiny_reallocs=h.tiny_reallocs, old_reallocs=h.old_reallocs,

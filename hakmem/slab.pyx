@@ -118,9 +118,7 @@ cdef hak_slab_t* _cold_take(hak_region_t* r) noexcept nogil:
     cdef int i = __builtin_ctzll(r.cold)
     cdef uint64_t bit = (<uint64_t>1) << i
     r.cold &= ~bit
-    if r.returned & bit:
-        r.returned &= ~bit
-        g_st.slabs_decommitted -= 1
+    r.returned &= ~bit
     if r.cold == 0:
         _region_list_remove(HAK_RL_COLD, r)
     return hak_region_slab(r, i)
@@ -173,10 +171,8 @@ cdef inline void _slab_format(hak_slab_t* s, uint32_t cls) noexcept nogil:
     cdef char* start = hak_slab_start(s)
     s.cls = <uint16_t>cls
     s.capacity = <uint32_t>((HAK_SLAB_SIZE - HAK_SLAB_HDR) // stride)
-    s.bump = start
     s.end = start + <size_t>s.capacity * stride
-    s.local_free = NULL
-    s.nfree = 0
+    hak_slab_reset(s)           # no free list; bump carving from the first block
     s.remote_free = NULL
     s.used = 0
     if HAK_CANARY:
@@ -377,7 +373,6 @@ cdef size_t _decommit(hak_slab_t* s) noexcept nogil:
         _region_list_push(HAK_RL_COLD, r)
     r.cold |= bit
     r.returned |= bit
-    g_st.slabs_decommitted += 1
     if g_page > HAK_SLAB_SIZE:
         return 0     # pages larger than a slab: it stays resident, though cold
     # The header goes too: its page reads as zeros from now on, i.e. pooled.
@@ -401,7 +396,6 @@ cdef size_t _unmap_empty_regions() noexcept nogil:
                     s = hak_region_slab(r, i)
                     hak_slab_list_remove(&g_pool, s)
                     g_npool -= 1
-            g_st.slabs_decommitted -= __builtin_popcountll(r.returned)
             if r.cold:
                 _region_list_remove(HAK_RL_COLD, r)
             g_st.slabs_pooled -= HAK_SLABS_PER_REGION - 1
@@ -485,8 +479,15 @@ cdef size_t hak_slab_purge_idle() noexcept nogil:
 
 
 cdef void hak_slab_get_stats(hak_slab_stats_t* out) noexcept nogil:
+    cdef hak_region_t* r
     pthread_mutex_lock(&g_lock)
     out[0] = g_st
+    # given back and not taken since: counted off the regions' masks, not kept twice
+    out.slabs_decommitted = 0
+    r = g_regions
+    while r != NULL:
+        out.slabs_decommitted += __builtin_popcountll(r.returned)
+        r = r.link[HAK_RL_ALL][0]
     pthread_mutex_unlock(&g_lock)
 
 

@@ -99,8 +99,17 @@ memset(g_hooks, 0, sizeof(g_hooks))
 cdef hak_heap_t g_no_heap
 memset(&g_no_heap, 0, sizeof(g_no_heap))
 cdef hak_heap_t* g_heap = &g_no_heap
-# Bytes of large requests passed to the old allocator since the last idle-purge check.
+# The idle purge (_large_done) counts how far the old allocator's large blocks have
+# grown since its last check. Growth, not turnover: a large block freed or grown soon
+# after it was handed out (a regex's backtracking stack, a list being appended to) is
+# taken back off the count when it goes. A direct-mapped table remembers the most
+# recent large blocks and their sizes; one that falls out of it stays counted.
 cdef size_t g_large_bytes = 0
+cdef enum:
+    RECENT = 64                        # a power of two
+cdef void* g_recent_p[RECENT]
+cdef size_t g_recent_n[RECENT]
+memset(g_recent_p, 0, sizeof(g_recent_p))
 # _hook_malloc's slow path, called through a pointer so the compiler cannot inline it
 # into the fast path (which then needs no stack frame); set below its definition.
 ctypedef void* (*malloc_slow_t)(hook_t* h, size_t n) noexcept nogil
@@ -114,15 +123,34 @@ cdef inline bint _ours(void* p) noexcept nogil:
     return hak_is_tiny(g_reg, <uintptr_t>p)
 
 
-cdef inline void _large(size_t n) noexcept nogil:
-    """A large request went to the old allocator. Every few MiB of them, hakmem's idle
-    empty slabs go back to the OS if no small-block work has needed one since: the
-    memory pymalloc gives back by freeing empty arenas, hakmem gives back here."""
+cdef inline size_t _recent_slot(void* p) noexcept nogil:
+    return ((<uintptr_t>p >> 4) ^ (<uintptr_t>p >> 12)) & (RECENT - 1)
+
+
+cdef inline void* _large_done(void* q, size_t n) noexcept nogil:
+    """q is the old allocator's answer to a large request of n bytes. Every few MiB of
+    growth, hakmem gives back the empty slabs its small-block work has stopped needing
+    (hak_slab_purge_idle): the memory pymalloc gives back by freeing empty arenas."""
     global g_large_bytes
-    g_large_bytes += n
-    if hak_unlikely(g_large_bytes >= HAK_IDLE_LARGE_BYTES):
-        g_large_bytes = 0
-        hak_slab_purge_idle()
+    cdef size_t i
+    if q != NULL:
+        i = _recent_slot(q)
+        g_recent_p[i] = q
+        g_recent_n[i] = n
+        g_large_bytes += n
+        if hak_unlikely(g_large_bytes >= HAK_IDLE_LARGE_BYTES):
+            g_large_bytes = 0
+            hak_slab_purge_idle()
+    return q
+
+
+cdef inline void _large_gone(void* p) noexcept nogil:
+    """p, a block of the old allocator, is being freed or reallocated."""
+    global g_large_bytes
+    cdef size_t i = _recent_slot(p)
+    if g_recent_p[i] == p:
+        g_recent_p[i] = NULL
+        g_large_bytes = g_large_bytes - g_recent_n[i] if g_large_bytes > g_recent_n[i] else 0
 
 
 cdef hak_heap_t* _heap_refresh() noexcept nogil:
@@ -171,7 +199,7 @@ cdef void* _hook_malloc_slow(hook_t* h, size_t n) noexcept nogil:
         h.oom_fallbacks += 1
     h.old_allocs += 1
     if n > g_limit:
-        _large(n)
+        return _large_done(h.old.malloc(h.old.ctx, n), n)
     return h.old.malloc(h.old.ctx, n)
 
 
@@ -190,17 +218,15 @@ cdef void* _hook_calloc(void* ctx, size_t nelem, size_t elsize) noexcept nogil:
             return p
         h.oom_fallbacks += 1
     h.old_allocs += 1
-    if not small:
-        _large(total)          # (wrapped if it overflowed: old.calloc refuses that anyway)
+    if not small:              # (total wrapped if it overflowed: old.calloc refuses that)
+        return _large_done(h.old.calloc(h.old.ctx, nelem, elsize), total)
     return h.old.calloc(h.old.ctx, nelem, elsize)
 
 
 cdef void* _move_out(hook_t* h, void* p, size_t n) noexcept nogil:
     """Realloc of a hakmem block into the old allocator: copy, then free ours."""
     cdef size_t have = hak_usable_size(p)
-    cdef void* q
-    _large(n)
-    q = h.old.malloc(h.old.ctx, n)
+    cdef void* q = _large_done(h.old.malloc(h.old.ctx, n), n)
     if q == NULL:
         return NULL                # p untouched, as realloc promises
     memcpy(q, p, n if n < have else have)
@@ -253,8 +279,9 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
             h.oom_fallbacks += 1
         return _move_out(h, p, n)
     h.old_reallocs += 1
+    _large_gone(p)
     if n > g_limit:
-        _large(n)
+        return _large_done(h.old.realloc(h.old.ctx, p, n), n)
     return h.old.realloc(h.old.ctx, p, n)
 
 
@@ -265,6 +292,7 @@ cdef void _hook_free(void* ctx, void* p) noexcept nogil:
         _free_ours(p)
         return
     h.old_frees += 1
+    _large_gone(p)
     h.old.free(h.old.ctx, p)
 
 

@@ -272,8 +272,8 @@ cdef void hak_slab_fork_parent() noexcept nogil
 cdef void hak_slab_fork_child() noexcept nogil
 cdef void hak_slab_set_map_limit(uint64_t limit) noexcept nogil
 cdef void hak_slab_set_purge(uint32_t keep) noexcept nogil
-# The idle purge (see hak_slab_purge_idle): empty slabs it leaves resident, and how many
-# bytes of large requests the PEP 445 hook lets pass between two calls.
+# The idle purge (see hak_slab_purge_idle): empty slabs it always leaves resident, and
+# how many bytes of large requests the PEP 445 hook lets pass between two calls.
 cdef enum:
     HAK_IDLE_RESERVE = 8
     HAK_IDLE_LARGE_BYTES = 4 << 20

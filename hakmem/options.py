@@ -6,12 +6,12 @@ ignored), ``build`` switches by setup.py when hakmem is compiled, ``test`` switc
 the tests and tools. ``unknown()`` finds ``HAKMEM_*`` variables that are none of these
 (a typo would otherwise be ignored silently). ``docs/config.md`` shows the same table.
 """
-from __future__ import annotations
-
 import os
 
-# No typing/dataclasses imports: this module runs in every `import hakmem` and every
-# `python -m hakmem run`, so it stays cheap (the annotations are never evaluated).
+# No typing/dataclasses/__future__ imports: this module runs in every `import hakmem`
+# and every `python -m hakmem run`, so it stays cheap (the annotations that name typing
+# generics are strings, never evaluated). Every object it makes is one more for each
+# full collection of the program's heap to visit.
 
 __all__ = ["ConfigError", "ConfigWarning", "Switch", "SWITCHES", "read", "unknown",
            "describe"]
@@ -38,7 +38,7 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ConfigError(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
 
 
-def _int_parser(lo: int, hi: int) -> Callable[[str, str], int]:
+def _int_parser(lo: int, hi: int) -> "Callable[[str, str], int]":
     def parse(name: str, raw: str) -> int:
         v = raw.strip().lower()
         mult = 1
@@ -65,8 +65,8 @@ class Switch:
 
     __slots__ = ("env", "key", "default", "parse", "doc", "when")
 
-    def __init__(self, env: str, key: Optional[str], default: Any,
-                 parse: Optional[Callable[[str, str], Any]], doc: str, when: str = "run"):
+    def __init__(self, env: str, key: "Optional[str]", default: "Any",
+                 parse: "Optional[Callable[[str, str], Any]]", doc: str, when: str = "run"):
         for name, value in zip(self.__slots__, (env, key, default, parse, doc, when)):
             object.__setattr__(self, name, value)
 
@@ -128,7 +128,7 @@ SWITCHES = (
 )
 
 
-def read(environ: Optional[Mapping[str, str]] = None, when: str = "run") -> Dict[str, Any]:
+def read(environ: "Optional[Mapping[str, str]]" = None, when: str = "run") -> "Dict[str, Any]":
     """Parse the ``when`` switches (``run``: import time; ``build``: setup.py) from
     ``environ`` (default ``os.environ``) into a dict keyed by their keys.
 
@@ -144,7 +144,7 @@ def read(environ: Optional[Mapping[str, str]] = None, when: str = "run") -> Dict
     return out
 
 
-def unknown(environ: Optional[Mapping[str, str]] = None) -> List[Tuple[str, Optional[str]]]:
+def unknown(environ: "Optional[Mapping[str, str]]" = None) -> "List[Tuple[str, Optional[str]]]":
     """``HAKMEM_*`` variables in ``environ`` that no switch reads, each with the
     closest known name (or None)."""
     env = os.environ if environ is None else environ

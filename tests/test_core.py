@@ -582,6 +582,18 @@ def test_purge_off_keeps_empty_slabs_until_trim():
         hakmem.configure(purge_keep=cfg["purge_keep"])
 
 
+def test_import_loads_only_its_own_modules():
+    """`import hakmem; hakmem.install()` loads hakmem's modules and Cython's runtime,
+    nothing else that a program might not have loaded already (each module is more
+    objects for every full collection to visit, and more resident memory)."""
+    code = ("import sys; before = set(sys.modules); import hakmem; hakmem.install(); "
+            "print(sorted(m for m in set(sys.modules) - before "
+            "if m.split('.')[0] not in ('hakmem', 'cython_runtime') "
+            "and not m.startswith('_cython_')))")
+    r = run_py(code, {})
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
 def test_import_and_run_load_no_numpy():
     """The allocator needs no numpy: `import hakmem` and `python -m hakmem run` leave
     it unloaded; the records layer loads it on first use."""

@@ -91,7 +91,7 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
     "__version__", "ConfigError", "ConfigWarning", "build_info", "config", "configure", "get_include", "stats",

@@ -609,6 +609,28 @@ def test_pyperf_compare_refuses_unknown_benchmarks(capsys):
     assert "no_such_benchmark" in capsys.readouterr().err
 
 
+def test_alloc_share_counts_allocator_samples():
+    """pymalloc's and hakmem's functions are the small-object allocator; glibc's malloc
+    family joins them in the whole allocator; the rest of the program (the kernel,
+    look-alike names) is neither."""
+    pytest.importorskip("pyperf")
+    tool = _tool("alloc_share")
+    report = ("# Samples: 1K of event 'cpu-clock'\n"
+              "#\n"
+              "   600  [.] _PyEval_EvalFrameDefault\n"
+              "   100  [.] _PyObject_Malloc\n"
+              "    50  [.] _PyObject_Free\n"
+              "    20  [.] _int_malloc\n"
+              "    10  [.] free\n"
+              "    40  [.] __pyx_f_6hakmem_7pyalloc__hook_malloc\n"
+              "    30  [k] exc_page_fault\n"
+              "    50  [.] list_dealloc\n"
+              "   100  [.] malloc_look_alike_not_ours\n")
+    samples = tool.parse_report(report)
+    assert samples["_PyObject_Malloc"] == 100 and samples["exc_page_fault"] == 30
+    assert tool.share(samples) == (190, 220, 1000)
+
+
 def test_python_programs_compare_reports_speed_and_peak_rss():
     res = programs.compare(["gc_cycles"], scale=1, repeat=1, rounds=1)
     r = res["gc_cycles"]

@@ -470,10 +470,9 @@ cdef size_t hak_slab_purge_idle() noexcept nogil:
     under HAKMEM_PURGE_KEEP=0. Returns bytes given back.
 
     Measured against the peak, not against "no slab taken since": a program that
-    alternates rounds of small objects with a few MiB of large strings and lists (their
-    reallocs count in full) refills mostly from its partly used slabs, takes from the
-    pool only at each round's peak, and would otherwise fault its pool back in every
-    round (regex_scan: 3,200 page faults over six runs)."""
+    alternates rounds of small objects with a few MiB of large ones takes slabs from
+    the pool only while a round builds up; a check that came after a quiet interval
+    would give back the slabs the next round needs, to be faulted in again."""
     global g_peak_now, g_peak_before
     cdef size_t freed = 0
     cdef uint64_t need, keep

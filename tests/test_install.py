@@ -390,6 +390,29 @@ def test_idle_empty_slabs_go_back_when_large_requests_follow(installed):
 
 
 @inproc
+def test_idle_purge_keeps_what_recent_rounds_needed(installed):
+    """A program that alternates rounds of small objects with large ones keeps the empty
+    slabs its rounds need: the idle purge gives back only what the busiest of the last
+    two intervals did not use, even after an interval in which no slab was taken."""
+    big = []
+
+    def one_round():
+        objs = [(i, "s%d" % i, [i]) for i in range(30_000)]
+        del objs
+        gc.collect()
+        big.extend(bytes(256 * 1024) for _ in range(28))    # 7 MiB, kept: growth
+
+    one_round()
+    before = hakmem.stats()
+    assert before["slabs_pooled"] > 8
+    for _ in range(4):
+        one_round()
+    after = hakmem.stats()
+    assert after["bytes_purged"] == before["bytes_purged"], "purged what the rounds need"
+    del big
+
+
+@inproc
 def test_idle_purge_counts_growth_not_turnover(installed):
     """Large buffers dropped soon after they are made (a regex's backtracking stack, a
     scratch bytes) do not grow the old allocator, so 80 MiB of them, made and dropped
@@ -569,4 +592,4 @@ def test_cpython_suite_subset_under_hakmem(tmp_path):
     assert time.perf_counter() - t0 < 300
 
 
-N_INPROC = 19   # @inproc test items (a parametrized test counts once per parameter)
+N_INPROC = 20   # @inproc test items (a parametrized test counts once per parameter)

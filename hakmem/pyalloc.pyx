@@ -99,7 +99,7 @@ memset(g_hooks, 0, sizeof(g_hooks))
 cdef hak_heap_t g_no_heap
 memset(&g_no_heap, 0, sizeof(g_no_heap))
 cdef hak_heap_t* g_heap = &g_no_heap
-# The idle purge (_large_done) counts how far the old allocator's large blocks have
+# The idle purge (_old_done) counts how far the old allocator's large blocks have
 # grown since its last check. Growth, not turnover: a large block freed or grown soon
 # after it was handed out (a regex's backtracking stack, a list being appended to) is
 # taken back off the count when it goes. A direct-mapped table remembers the most
@@ -127,13 +127,14 @@ cdef inline size_t _recent_slot(void* p) noexcept nogil:
     return ((<uintptr_t>p >> 4) ^ (<uintptr_t>p >> 12)) & (RECENT - 1)
 
 
-cdef inline void* _large_done(void* q, size_t n) noexcept nogil:
-    """q is the old allocator's answer to a large request of n bytes. Every few MiB of
-    growth, hakmem gives back the empty slabs its small-block work has stopped needing
-    (hak_slab_purge_idle): the memory pymalloc gives back by freeing empty arenas."""
+cdef inline void* _old_done(void* q, size_t n) noexcept nogil:
+    """q is the old allocator's answer to a request of n bytes; returns q. A large one
+    (n > g_limit) is counted and remembered. Every few MiB of growth, hakmem gives back
+    the empty slabs its small-block work has stopped needing (hak_slab_purge_idle): the
+    memory pymalloc gives back by freeing empty arenas."""
     global g_large_bytes
     cdef size_t i
-    if q != NULL:
+    if n > g_limit and q != NULL:
         i = _recent_slot(q)
         g_recent_p[i] = q
         g_recent_n[i] = n
@@ -198,9 +199,7 @@ cdef void* _hook_malloc_slow(hook_t* h, size_t n) noexcept nogil:
             return p
         h.oom_fallbacks += 1
     h.old_allocs += 1
-    if n > g_limit:
-        return _large_done(h.old.malloc(h.old.ctx, n), n)
-    return h.old.malloc(h.old.ctx, n)
+    return _old_done(h.old.malloc(h.old.ctx, n), n)
 
 
 g_malloc_slow = _hook_malloc_slow
@@ -218,15 +217,14 @@ cdef void* _hook_calloc(void* ctx, size_t nelem, size_t elsize) noexcept nogil:
             return p
         h.oom_fallbacks += 1
     h.old_allocs += 1
-    if not small:              # (total wrapped if it overflowed: old.calloc refuses that)
-        return _large_done(h.old.calloc(h.old.ctx, nelem, elsize), total)
-    return h.old.calloc(h.old.ctx, nelem, elsize)
+    # (total wrapped if the product overflowed: old.calloc refuses that, q is NULL)
+    return _old_done(h.old.calloc(h.old.ctx, nelem, elsize), total)
 
 
 cdef void* _move_out(hook_t* h, void* p, size_t n) noexcept nogil:
     """Realloc of a hakmem block into the old allocator: copy, then free ours."""
     cdef size_t have = hak_usable_size(p)
-    cdef void* q = _large_done(h.old.malloc(h.old.ctx, n), n)
+    cdef void* q = _old_done(h.old.malloc(h.old.ctx, n), n)
     if q == NULL:
         return NULL                # p untouched, as realloc promises
     memcpy(q, p, n if n < have else have)
@@ -280,9 +278,7 @@ cdef void* _hook_realloc(void* ctx, void* p, size_t n) noexcept nogil:
         return _move_out(h, p, n)
     h.old_reallocs += 1
     _large_gone(p)
-    if n > g_limit:
-        return _large_done(h.old.realloc(h.old.ctx, p, n), n)
-    return h.old.realloc(h.old.ctx, p, n)
+    return _old_done(h.old.realloc(h.old.ctx, p, n), n)
 
 
 cdef void _hook_free(void* ctx, void* p) noexcept nogil:

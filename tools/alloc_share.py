@@ -30,7 +30,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pyperf_compare  # noqa: E402  (tools/ is not a package)
+import childenv  # noqa: E402  (tools/ is not a package)
+import pyperf_compare  # noqa: E402
 
 # Functions that are the small-object allocator a PEP 445 hook replaces: pymalloc's
 # own, and hakmem's (the hook, the Cython modules' C functions).
@@ -66,11 +67,7 @@ def share(samples):
 
 def profile(args, out, site):
     """perf samples of `python *args` (in directory out): {symbol: samples}."""
-    env = dict(os.environ)
-    path = (([pyperf_compare.ROOT] if pyperf_compare.BUILT else []) + ([site] if site else [])
-            + [env.get("PYTHONPATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
-    env.pop("HAKMEM_INSTALL", None)
+    env = childenv.env(site)
     data = os.path.join(out, "perf.data")
     cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-o", data, "--",
            sys.executable] + list(args)
@@ -97,7 +94,7 @@ def main(argv=None):
     if shutil.which("perf") is None:
         raise SystemExit("alloc_share: needs Linux perf on PATH")
     if a.programs:
-        progs = os.path.join(pyperf_compare.ROOT, "hakmem", "bench", "programs.py")
+        progs = os.path.join(childenv.ROOT, "hakmem", "bench", "programs.py")
         sys.path.insert(0, os.path.dirname(progs))
         import programs
         names = list(programs.WORKLOADS)
@@ -115,12 +112,7 @@ def main(argv=None):
             return [os.path.join(bdir, "bm_" + n, "run_benchmark.py"), "-p", "1",
                     "-n", str(a.values), "-w", "1", "-q", "-o", os.path.join(out, n + ".json")]
     out = tempfile.mkdtemp(prefix="hakmem-share-")
-    site = None
-    if a.hakmem:
-        site = os.path.join(out, "site")
-        os.makedirs(site)
-        with open(os.path.join(site, "sitecustomize.py"), "w") as f:
-            f.write(pyperf_compare.SITE)
+    site = childenv.write_site(out) if a.hakmem else None
     side = "hakmem" if a.hakmem else "pymalloc"
     print(f"{'':<18} {'small-object alloc.':>20} {'whole allocator':>20}")
     print(f"{'benchmark':<18} {'share':>10} {'ceiling':>9} {'share':>10} {'ceiling':>9}"

@@ -21,10 +21,8 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# This checkout's hakmem when it is built in place, else the installed one.
-BUILT = any(f.startswith("front.") and f.endswith((".so", ".pyd"))
-            for f in os.listdir(os.path.join(ROOT, "hakmem")))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import childenv  # noqa: E402  (tools/ is not a package)
 
 # The loops: pyperformance's json benchmarks in miniature (the same kind of documents).
 WORKLOADS = {
@@ -51,15 +49,12 @@ PYMALLOC = {"malloc": (("_PyObject_Malloc",), ("_PyObject_Malloc",)),
             "free": (("_PyObject_Free",), ("_PyObject_Free",))}
 HAKMEM = {"malloc": (("pyalloc__hook_malloc",),
                      ("pyalloc__hook_malloc", "pyalloc__hook_malloc_slow")),
-          "free": (("pyalloc__hook_free",),
-                   ("pyalloc__hook_free", "pyalloc__free_ours_out_of_line"))}
+          "free": (("pyalloc__hook_free",), ("pyalloc__hook_free",))}
 
 
 def profile(script, site, out):
     """Run script under callgrind (with hakmem's sitecustomize if site); the out file."""
-    env = dict(os.environ)
-    env.pop("HAKMEM_INSTALL", None)
-    env["PYTHONPATH"] = os.pathsep.join(([ROOT] if BUILT else []) + ([site] if site else []))
+    env = childenv.env(site)
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
            sys.executable, script]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -130,10 +125,7 @@ def main(argv=None):
     script = os.path.join(d, "loop.py")
     with open(script, "w") as f:
         f.write(WORKLOADS[a.workload].replace("ROUNDS", str(a.rounds)))
-    site = os.path.join(d, "site")
-    os.makedirs(site, exist_ok=True)
-    with open(os.path.join(site, "sitecustomize.py"), "w") as f:
-        f.write("import hakmem\nhakmem.install()\n")
+    site = childenv.write_site(d)
     py = parse(profile(script, None, os.path.join(d, "pymalloc.cg")))
     hk = parse(profile(script, site, os.path.join(d, "hakmem.cg")))
     rows = [("pymalloc", per_call(py, PYMALLOC), py[2]),

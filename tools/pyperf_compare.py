@@ -29,11 +29,8 @@ import tempfile
 DEFAULT = ("json_dumps json_loads deepcopy pprint xml_etree gc_collect richards deltablue "
            "go nbody float unpack_sequence regex_v8 comprehensions raytrace chaos").split()
 
-SITE = "import hakmem\nhakmem.install()\n"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# This checkout's hakmem when it is built in place, else the installed one.
-BUILT = any(f.startswith("front.") and f.endswith((".so", ".pyd"))
-            for f in os.listdir(os.path.join(ROOT, "hakmem")))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import childenv  # noqa: E402  (tools/ is not a package)
 
 
 def benchmark_dir():
@@ -51,11 +48,7 @@ def benchmark_dir():
 
 def run_side(script, side, out, site, pyperf_args):
     """One benchmark script for one side, appending to <out>/<side>.json."""
-    env = dict(os.environ)
-    path = (([ROOT] if BUILT else []) + ([site] if side == "hakmem" else [])
-            + [env.get("PYTHONPATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
-    env.pop("HAKMEM_INSTALL", None)
+    env = childenv.env(site if side == "hakmem" else None)
     cmd = [sys.executable, script, "--append", os.path.join(out, side + ".json"),
            "--quiet"] + pyperf_args
     r = subprocess.run(cmd, env=env, cwd=out, capture_output=True, text=True)
@@ -131,12 +124,9 @@ def main(argv=None):
     # as pip does at install. Under PYTHONDONTWRITEBYTECODE every worker would otherwise
     # compile hakmem/__init__.py afresh, and the compiler's ~0.4 MiB of heap would count
     # in hakmem's peak RSS.
-    if BUILT:
-        compileall.compile_dir(os.path.join(ROOT, "hakmem"), quiet=1)
-    site = os.path.join(out, "site")
-    os.makedirs(site, exist_ok=True)
-    with open(os.path.join(site, "sitecustomize.py"), "w") as f:
-        f.write(SITE)
+    if childenv.BUILT:
+        compileall.compile_dir(os.path.join(childenv.ROOT, "hakmem"), quiet=1)
+    site = childenv.write_site(out)
     pyperf_args = ["--rigorous"] if a.rigorous else ["--processes", str(a.processes)]
     for i, n in enumerate(names):
         script = os.path.join(bdir, "bm_" + n, "run_benchmark.py")
